@@ -1,0 +1,114 @@
+"""Checkpoints: written atomically, read with weights-only unpickling, loadable on any device.
+
+A checkpoint is a plain dict of tensors and Python primitives (so `torch.load(weights_only=True)` reads it
+and a crafted file cannot run code):
+    format, version        identify the file and its layout
+    model_config           ModelConfig as a dict
+    vocab                  list of characters, id order
+    model                  state_dict
+    optimizer              optimiser state_dict (absent in weights-only exports)
+    train_config           TrainConfig as a dict
+    progress               step, epoch, batch position, elapsed seconds, best validation loss
+    history                list of metric dicts, one per evaluation
+    rng                    random number generator states
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.vocab import Vocabulary
+
+FORMAT = "charrnn-checkpoint"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Write `obj` to a temp file beside `path`, fsync it, then rename over `path`.
+
+    A crash, kill or full disk at any moment leaves either the old file or the new one, never a mix.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A .pt file as given, or a run folder's best.pt (else last.pt)."""
+    path = Path(path)
+    if not path.exists():
+        raise CharrnnError(f"{path}: no such checkpoint file or run folder")
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CharrnnError(f"{path} holds no checkpoint (best.pt or last.pt); train one with `charrnn train`")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read and check a checkpoint onto the CPU; every failure becomes a one-line CharrnnError."""
+    file = find_checkpoint(path)
+    try:
+        blob = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CharrnnError(
+            f"{file}: refused to load: it holds Python objects other than tensors and plain data "
+            "(weights-only loading); it is not a charrnn checkpoint or was tampered with"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?): {first}") from None
+    except PermissionError:
+        raise CharrnnError(f"{file}: permission denied") from None
+    except OSError as e:
+        raise CharrnnError(f"{file}: cannot read ({e.strerror})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CharrnnError(f"{file}: not a charrnn checkpoint")
+    if blob.get("version") != VERSION:
+        raise CharrnnError(
+            f"{file}: checkpoint format version {blob.get('version')} is not supported by this charrnn "
+            f"(it reads version {VERSION}); use the charrnn release that wrote it"
+        )
+    blob["path"] = str(file)
+    return blob
+
+
+def model_from_checkpoint(blob: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocabulary]:
+    """Rebuild the model in eval mode and its vocabulary."""
+    config = ModelConfig.from_dict(blob["model_config"])
+    model = CharRNN(config)
+    try:
+        model.load_state_dict(blob["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CharrnnError(f"{blob.get('path')}: weights do not match the model config ({e})") from None
+    model.to(device).eval()
+    return model, Vocabulary.from_list(blob["vocab"])

@@ -1,0 +1,343 @@
+"""The `charrnn` command: a thin layer over the Python API.
+
+stdout carries only results (generated text, evaluation JSON or tables); progress, logs and summaries go
+to stderr, so `charrnn sample ... | other-tool` works. Every expected failure is one line on stderr and a
+non-zero status: 1 for errors, 2 for bad flags (Typer's usage box), 130/143 for SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from charrnn.errors import CharrnnError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train character-level LSTM/GRU/RNN language models, sample text from them, and score text.",
+)
+err = Console(stderr=True, highlight=False)
+
+
+class Cell(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+    rnn = "rnn"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the interpreter's final flush stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def handles_errors(func):
+    """Turn expected failures into one line on stderr and the conventional exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CharrnnError as e:
+            err.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, emoji=False)
+            raise typer.Exit(1) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(0) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _check(value, ok: bool, message: str):
+    """Range checks Typer's min/max cannot express (open intervals); shown in Typer's usage box."""
+    if not ok:
+        raise typer.BadParameter(f"{value} {message}")
+    return value
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# ---- train --------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def train(
+    corpus: Annotated[
+        str, typer.Argument(help="Text file, '-' for stdin, or a named corpus (see `charrnn corpora`).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder [default: checkpoints/<corpus name>].")
+    ] = None,
+    cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="Stacked recurrent layers [default: 2].")] = None,
+    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units per layer [default: 512].")] = None,
+    embedding: Annotated[
+        int | None, typer.Option(min=1, help="Character embedding size [default: 64].")
+    ] = None,
+    dropout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
+            help="Dropout on embeddings, between layers and before the output [default: 0.2].",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", "-b", min=1, help="Parallel streams per batch [default: 32]."),
+    ] = None,
+    seq_len: Annotated[
+        int | None,
+        typer.Option("--seq-len", "-t", min=1, help="Characters per window (BPTT length) [default: 64]."),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(callback=lambda v: _check(v, v is None or v > 0, "must be above 0"), help="Peak learning rate (AdamW) [default: 0.002]."),
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(min=0.0, help="AdamW weight decay [default: 0].")
+    ] = None,
+    grad_clip: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Clip the global gradient norm to this (0: off) [default: 1]."),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(min=0, help="Linear learning-rate warm-up steps [default: 50].")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(callback=lambda v: _check(v, v is None or v > 0, "must be above 0"), help="Stop after this many passes over the training text."),
+    ] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this wall-clock budget, e.g. 90s, 10m, 1h [default: 10m if no limit is given]."
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(min=1, help="Score the validation text every N steps [default: 500].")
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=0.5, help="Last fraction of the text held out for validation [default: 0.1]."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 1337].")] = None,
+    device: Annotated[
+        Device | None, typer.Option(help="auto picks CUDA when present [default: auto].")
+    ] = None,
+    precision: Annotated[
+        Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs [default: auto].")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from this checkpoint (.pt or run folder).")
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
+    lossy: Annotated[
+        bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Train a character model on a text and write checkpoints to its run folder."""
+    from charrnn.session import TrainRequest, run_training
+
+    request = TrainRequest(
+        corpus=corpus,
+        out=out,
+        resume=resume,
+        encoding=encoding,
+        lossy=lossy,
+        quiet=quiet,
+        model={
+            "cell": cell.value if cell else None,
+            "layers": layers,
+            "hidden": hidden,
+            "embedding": embedding,
+            "dropout": dropout,
+        },
+        train={
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "grad_clip": grad_clip,
+            "warmup_steps": warmup_steps,
+            "max_steps": max_steps,
+            "epochs": epochs,
+            "max_time": max_time,
+            "eval_every": eval_every,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "device": device.value if device else None,
+            "precision": precision.value if precision else None,
+        },
+    )
+    status = run_training(request, err)
+    if status:
+        raise typer.Exit(status)
+
+
+# ---- sample -------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or a run folder (uses best.pt).")],
+    prime: Annotated[
+        str | None,
+        typer.Option("--prime", "-p", help="Text to start from ('-' reads stdin) [default: a newline]."),
+    ] = None,
+    length: Annotated[
+        int, typer.Option("--length", "-n", min=1, help="New characters to generate per sample.")
+    ] = 500,
+    temperature: Annotated[
+        float, typer.Option("--temperature", "-T", min=0.0, help="Softmax temperature; 0 is greedy.")
+    ] = 1.0,
+    top_k: Annotated[
+        int | None, typer.Option(min=1, help="Sample only from the K most likely characters.")
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            callback=lambda v: _check(v, v is None or v > 0, "must be above 0 and at most 1"),
+            max=1.0,
+            help="Sample from the smallest set of characters with probability >= P.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed: same seed, checkpoint and flags give the same text.")
+    ] = None,
+    num_samples: Annotated[
+        int, typer.Option(min=1, help="Samples generated together, printed one after another.")
+    ] = 1,
+    separator: Annotated[
+        str, typer.Option(help="Printed between samples (backslash escapes allowed).")
+    ] = "\\n---\\n",
+    drop_unknown: Annotated[
+        bool, typer.Option("--drop-unknown", help="Drop prime characters the model does not know.")
+    ] = False,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+) -> None:
+    """Generate text from a trained model; only the text goes to stdout."""
+    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.sample import SamplingConfig, encode_prime, generate
+    from charrnn.train import pick_device
+
+    dev = pick_device(device.value)
+    if prime == "-":
+        prime = sys.stdin.read()
+    blob = load_checkpoint(checkpoint)
+    model, vocab = model_from_checkpoint(blob, dev)
+    prime = encode_prime(vocab, prime or "", drop_unknown)
+    config = SamplingConfig(
+        length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples
+    )
+    sep = separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    out = sys.stdout
+    chars = vocab.chars
+    out.write(prime)
+    out.flush()
+    others: list[list[str]] = [[] for _ in range(num_samples - 1)]
+    for ids in generate(model, vocab, prime, config, dev):
+        row = ids.tolist()
+        out.write(chars[row[0]])
+        out.flush()
+        for buffer, i in zip(others, row[1:]):
+            buffer.append(chars[i])
+    for buffer in others:
+        out.write(sep + prime + "".join(buffer))
+    out.write("\n")
+    out.flush()
+
+
+# ---- evaluate -----------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or a run folder (uses best.pt).")],
+    text: Annotated[str, typer.Argument(help="Text file to score, or '-' for stdin.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")
+    ] = False,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    lossy: Annotated[
+        bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
+    ] = False,
+) -> None:
+    """Score how well a model predicts a text: nats and bits per character, perplexity."""
+    from charrnn.evaluate import score_text_file
+
+    score, blob = score_text_file(checkpoint, text, device.value, encoding, lossy)
+    result = {"checkpoint": blob["path"], "text": text, **score.to_dict()}
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+        return
+    table = Table(title=f"{text} scored by {blob['path']}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("cross-entropy (nats/char)", f"{score.nats:.4f}")
+    table.add_row("bits per character", f"{score.bpc:.4f}")
+    table.add_row("perplexity", f"{score.perplexity:.3f}")
+    table.add_row("characters scored", f"{score.chars:,}")
+    table.add_row("unknown characters (skipped)", f"{score.unknown:,}")
+    Console().print(table)
+
+
+# ---- corpora ------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def corpora() -> None:
+    """List the named corpora that `charrnn train NAME` accepts."""
+    from charrnn.corpora import CORPORA
+
+    table = Table()
+    for col in ("name", "what", "source", "licence"):
+        table.add_column(col, overflow="fold")
+    for c in CORPORA.values():
+        table.add_row(c.name, c.description, c.source, c.licence)
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(0)

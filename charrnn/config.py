@@ -1,0 +1,65 @@
+"""Training settings and the parsing/validation of human-friendly values such as `--max-time 10m`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+from charrnn.errors import CharrnnError
+
+# With no --max-steps, --epochs or --max-time, training stops after this many seconds.
+DEFAULT_MAX_TIME = 600.0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    seq_len: int = 64
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # the cosine schedule decays to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None  # seconds of training + evaluation
+    eval_every: int = 500
+    val_fraction: float = 0.1
+    seed: int = 1337
+    device: str = "auto"
+    precision: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_default_limit(self) -> TrainConfig:
+        if self.max_steps is None and self.epochs is None and self.max_time is None:
+            self.max_time = DEFAULT_MAX_TIME
+        return self
+
+
+_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '10m', '1.5h', '1h30m' -> seconds; a CharrnnError saying the format otherwise."""
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([a-z]*)", cleaned)
+    if not parts or "".join(n + u for n, u in parts) != cleaned or any(u not in _UNITS for _, u in parts):
+        raise CharrnnError(f"--max-time {text!r} is not a duration; write e.g. 90s, 10m, 1.5h or 1h30m")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise CharrnnError(f"--max-time {text!r} must be longer than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

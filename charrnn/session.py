@@ -1,0 +1,206 @@
+"""One `charrnn train` invocation: settle the settings (fresh or resumed), train, report.
+
+Kept apart from the CLI so the rules for resuming (what may change, what may not) live in one place and
+are testable without a terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import TrainConfig, format_duration, parse_duration
+from charrnn.corpora import resolve
+from charrnn.corpus import Corpus, load_text_file
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import LN2
+from charrnn.model import ModelConfig, count_parameters
+from charrnn.train import Trainer, TrainResult
+
+# Settings that define the model or the data stream: a resumed run must keep them.
+FIXED_ON_RESUME = {
+    "cell": "--cell",
+    "layers": "--layers",
+    "hidden": "--hidden",
+    "embedding": "--embedding",
+    "batch_size": "--batch-size",
+    "seq_len": "--seq-len",
+    "val_fraction": "--val-fraction",
+    "seed": "--seed",
+}
+SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@dataclass
+class TrainRequest:
+    corpus: str
+    out: Path | None = None
+    resume: Path | None = None
+    encoding: str = "utf-8"
+    lossy: bool = False
+    quiet: bool = False
+    model: dict = field(
+        default_factory=dict
+    )  # ModelConfig fields given on the command line (None: not given)
+    train: dict = field(
+        default_factory=dict
+    )  # TrainConfig fields given on the command line (None: not given)
+
+
+def _given(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def settle_configs(
+    request: TrainRequest, corpus: Corpus, blob: dict | None
+) -> tuple[ModelConfig, TrainConfig, list[str]]:
+    """The model and training settings for this run, and notes on what a resume changed."""
+    model_flags, train_flags = _given(request.model), _given(request.train)
+    if "max_time" in train_flags:
+        train_flags["max_time"] = parse_duration(str(train_flags["max_time"]))
+    if blob is None:
+        model = ModelConfig(vocab_size=len(corpus.vocab), **model_flags)
+        return model, TrainConfig(**train_flags).with_default_limit(), []
+
+    model = ModelConfig.from_dict(blob["model_config"])
+    old = TrainConfig.from_dict(blob["train_config"])
+    for key, value in {**model_flags, **train_flags}.items():
+        flag = FIXED_ON_RESUME.get(key)
+        if flag is None:
+            continue
+        before = getattr(model, key, None) if hasattr(model, key) else getattr(old, key)
+        if before != value:
+            raise CharrnnError(
+                f"{flag} {value} contradicts the checkpoint ({flag} {before}); drop the flag to resume, "
+                "or start a new run without --resume"
+            )
+    notes = []
+    if "dropout" in model_flags and model_flags["dropout"] != model.dropout:
+        notes.append(f"--dropout {model.dropout} -> {model_flags['dropout']}")
+        model.dropout = model_flags["dropout"]
+    config = TrainConfig.from_dict(old.to_dict())
+    if any(k in train_flags for k in ("max_steps", "epochs", "max_time")):
+        config.max_steps = config.epochs = config.max_time = None  # new limits replace the old ones
+    for key, value in train_flags.items():
+        if key in FIXED_ON_RESUME:
+            continue
+        if getattr(old, key) != value:
+            notes.append(f"--{key.replace('_', '-')} {getattr(old, key)} -> {value}")
+        setattr(config, key, value)
+    if corpus.vocab.to_list() != list(blob["vocab"]):
+        theirs, ours = set(blob["vocab"]), set(corpus.vocab.chars)
+        extra = sorted(ours - theirs)
+        detail = (
+            f"it has characters the checkpoint lacks: {' '.join(map(repr, extra[:10]))}"
+            if extra
+            else (f"its {len(ours)} characters differ from the checkpoint's {len(theirs)}")
+        )
+        raise CharrnnError(
+            f"the corpus does not match the checkpoint's vocabulary ({detail}); resume on the same corpus"
+        )
+    return model, config, notes
+
+
+def run_training(request: TrainRequest, console: Console) -> int:
+    """Train as the request says; returns the process exit status."""
+    blob = load_checkpoint(request.resume) if request.resume else None
+    path, name = resolve(request.corpus)
+    corpus = load_text_file(path, name, request.encoding, request.lossy)
+    model_config, config, notes = settle_configs(request, corpus, blob)
+    if request.out is not None:
+        run_dir = Path(request.out)
+    elif blob is not None:
+        run_dir = Path(blob["path"]).parent
+    else:
+        run_dir = Path("checkpoints") / name
+
+    from charrnn.batching import fit_batch_size
+
+    n_train = len(corpus) - int(len(corpus) * config.val_fraction)
+    fitted = fit_batch_size(n_train, config.batch_size, config.seq_len)
+    if fitted != config.batch_size:
+        if blob is not None:
+            raise CharrnnError(
+                f"the training text is too short for the checkpoint's --batch-size {config.batch_size}"
+            )
+        console.print(
+            f"note: the training text ({n_train:,} chars) is short; using --batch-size {fitted} "
+            f"instead of {config.batch_size}"
+        )
+        config.batch_size = fitted
+
+    trainer = Trainer(corpus, model_config, config, run_dir, resume=blob, quiet=request.quiet)
+    if not request.quiet:
+        _print_header(console, corpus, trainer, config, notes)
+    result = trainer.run()
+    return _report(console, request, result, trainer)
+
+
+def _print_header(
+    console: Console, corpus: Corpus, trainer: Trainer, config: TrainConfig, notes: list[str]
+) -> None:
+    m = trainer.model.config
+    n_val = trainer.val_ids.numel()
+    limits = [
+        f"{config.max_steps} steps" if config.max_steps else None,
+        f"{config.epochs:g} epochs" if config.epochs else None,
+        format_duration(config.max_time) if config.max_time else None,
+    ]
+    precision = "bf16 autocast" if trainer.autocast_dtype is not None else "fp32"
+    start = f"resuming at step {trainer.progress.step}, " if trainer.progress.step else ""
+    console.print(
+        f"{start}training {m.cell} {m.layers}x{m.hidden} ({count_parameters(trainer.model) / 1e6:.2f}M params) on "
+        f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val chars, {len(corpus.vocab)} symbols; "
+        f"batch {config.batch_size}x{config.seq_len}, {trainer.device.type} {precision}; "
+        f"stops at {' or '.join(x for x in limits if x)}",
+        soft_wrap=True,
+        markup=False,
+    )
+    for note in notes:
+        console.print(f"changed on resume: {note}", markup=False)
+
+
+def _report(console: Console, request: TrainRequest, result: TrainResult, trainer: Trainer) -> int:
+    p = result.progress
+    best, last = result.run_dir / "best.pt", result.run_dir / "last.pt"
+    if result.stopped_by == "diverged":
+        kept = f"best checkpoint kept at {best}" if best.exists() else "no checkpoint was written"
+        console.print(
+            f"error: training diverged at step {p.step} (loss is not finite); {kept}; "
+            "try a lower --lr or a smaller --grad-clip",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 1
+    if result.stopped_by.startswith("signal:"):
+        sig = result.stopped_by.split(":", 1)[1]
+        console.print(
+            f"{sig}: stopped at step {p.step}; saved {last}\nresume with: charrnn train "
+            f"{request.corpus} --resume {last}",
+            markup=False,
+            soft_wrap=True,
+        )
+        return SIGNAL_STATUS.get(sig, 1)
+    if request.quiet:
+        return 0
+    table = Table(title="training finished", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    if p.best_val < float("inf"):
+        table.add_row("best validation loss", f"{p.best_val:.4f} nats/char")
+        table.add_row("  bits per character", f"{p.best_val / LN2:.4f}")
+        table.add_row("  perplexity", f"{2.718281828459045**p.best_val:.3f}")
+    if result.final_score is not None:
+        table.add_row("final validation loss", f"{result.final_score.nats:.4f} nats/char")
+    table.add_row(
+        "steps / epochs", f"{p.step:,} / {p.epoch + p.batch / max(trainer.batcher.batches_per_epoch, 1):.2f}"
+    )
+    table.add_row("time", format_duration(p.elapsed))
+    table.add_row("training speed", f"{result.chars_per_sec:,.0f} chars/s")
+    table.add_row("checkpoint", str(best if best.exists() else last))
+    console.print(table)
+    return 0

@@ -1,0 +1,431 @@
+"""The training loop: truncated backpropagation through time over contiguous streams.
+
+Each step takes the next (N, T) window of every stream, runs the model from the carried (detached) state
+with teacher forcing, and minimises next-character cross-entropy with AdamW, global-norm clipping and a
+warm-up + cosine learning-rate schedule. The schedule runs on "progress", the fraction of the budget
+spent: the largest of steps/max_steps, epochs/max_epochs and seconds/max_time, so a time budget gets a
+full decay too. Validation scores the whole held-out text (see evaluate.py) every `eval_every` steps and
+at the end; `best.pt` and `last.pt` are written atomically. SIGINT/SIGTERM finish the current step, save
+`last.pt` and return; a second signal aborts at once (the atomic writes keep every file whole).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.batching import StreamBatcher
+from charrnn.checkpoint import FORMAT, VERSION, atomic_save
+from charrnn.config import TrainConfig
+from charrnn.corpus import Corpus
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import Score, score_ids
+from charrnn.model import CharRNN, ModelConfig, detach_state
+
+LOG_INTERVAL = 0.5  # seconds between progress-bar updates
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise CharrnnError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    if requested not in ("cpu", "cuda"):
+        raise CharrnnError(f"--device {requested!r}: choose auto, cpu or cuda")
+    return torch.device(requested)
+
+
+def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 autocast on GPUs that support it; float32 on CPUs, where bf16 RNNs measured slower."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise CharrnnError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # next batch index within the epoch
+    elapsed: float = 0.0  # seconds of training and evaluation so far (across resumes)
+    train_time: float = 0.0  # seconds in training steps only
+    chars_seen: int = 0
+    best_val: float = math.inf
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    progress: Progress
+    final_score: Score | None
+    stopped_by: str  # "limit", "signal:SIGINT", "signal:SIGTERM", "diverged"
+    chars_per_sec: float
+    batch_size: int
+
+
+class _StopRequest:
+    """Turns the first SIGINT/SIGTERM into a flag the loop polls; the second aborts at once."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def handler(self, signum, frame):
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def lr_at(config: TrainConfig, step: int, progress: float) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    p = min(max(progress, 0.0), 1.0)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def budget_fraction(config: TrainConfig, p: Progress, batches_per_epoch: int, eval_reserve: float) -> float:
+    """How much of the run's budget is spent, 0..1 (the largest fraction over the limits given)."""
+    fractions = [0.0]
+    if config.max_steps:
+        fractions.append(p.step / config.max_steps)
+    if config.epochs:
+        fractions.append((p.epoch + p.batch / batches_per_epoch) / config.epochs)
+    if config.max_time:
+        fractions.append((p.elapsed + eval_reserve) / config.max_time)
+    return max(fractions)
+
+
+class Trainer:
+    def __init__(
+        self,
+        corpus: Corpus,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        run_dir: str | Path,
+        resume: dict | None = None,
+        log: Callable[[str], None] = lambda msg: None,
+        quiet: bool = True,
+        on_step: Callable[[Trainer], None] | None = None,
+    ):
+        self.corpus = corpus
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.quiet = quiet
+        self.on_step = on_step
+        self.device = pick_device(config.device)
+        self.autocast_dtype = pick_autocast(config.precision, self.device)
+
+        torch.manual_seed(config.seed)
+        self.model = CharRNN(model_config).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.progress = Progress()
+        train_ids, val_ids = corpus.split(config.val_fraction)
+        self.val_ids = val_ids
+        self.batcher = StreamBatcher(
+            train_ids.to(self.device), config.batch_size, config.seq_len, config.seed
+        )
+        self.state = None
+        if resume is not None:
+            self._restore(resume)
+        self.last_eval_seconds = 0.0
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _restore(self, blob: dict) -> None:
+        self.model.load_state_dict(blob["model"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = self.config.weight_decay
+        p = blob["progress"]
+        self.progress = Progress(
+            step=p["step"],
+            epoch=p["epoch"],
+            batch=p["batch"],
+            elapsed=p["elapsed"],
+            train_time=p.get("train_time", 0.0),
+            chars_seen=p.get("chars_seen", 0),
+            best_val=p["best_val"],
+            history=list(blob.get("history", [])),
+        )
+        carry = blob.get("carry")
+        if carry is not None:
+            if isinstance(carry, (list, tuple)):
+                self.state = tuple(t.to(self.device) for t in carry)
+            else:
+                self.state = carry.to(self.device)
+        rng = blob.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+
+    def checkpoint(self) -> dict:
+        p = self.progress
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+        carry = None
+        if self.state is not None:
+            carry = [s.cpu() for s in self.state] if isinstance(self.state, tuple) else self.state.cpu()
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_config": self.model.config.to_dict(),
+            "vocab": self.corpus.vocab.to_list(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "train_config": self.config.to_dict(),
+            "corpus": {"name": self.corpus.name, "chars": len(self.corpus)},
+            "progress": {
+                "step": p.step,
+                "epoch": p.epoch,
+                "batch": p.batch,
+                "elapsed": p.elapsed,
+                "train_time": p.train_time,
+                "chars_seen": p.chars_seen,
+                "best_val": p.best_val,
+            },
+            "history": p.history,
+            "carry": carry,
+            "rng": rng,
+        }
+
+    def save(self, name: str, blob: dict | None = None) -> Path:
+        path = self.run_dir / name
+        atomic_save(blob if blob is not None else self.checkpoint(), path)
+        return path
+
+    # ---- evaluation --------------------------------------------------------------------------------
+    def evaluate(self) -> Score | None:
+        if self.val_ids.numel() < 2:
+            return None
+        start = time.perf_counter()
+        score = score_ids(self.model, self.val_ids, self.device, autocast_dtype=self.autocast_dtype)
+        self.last_eval_seconds = time.perf_counter() - start
+        return score
+
+    def _record(self, score: Score | None, train_loss: float, lr: float, chars_per_sec: float) -> dict:
+        p = self.progress
+        entry = {
+            "step": p.step,
+            "epoch": round(p.epoch + p.batch / self.batcher.batches_in_epoch(p.epoch), 4),
+            "train_loss": train_loss,
+            "val_loss": score.nats if score else None,
+            "val_bpc": score.bpc if score else None,
+            "val_ppl": score.perplexity if score else None,
+            "lr": lr,
+            "elapsed": round(p.elapsed, 3),
+            "chars_per_sec": round(chars_per_sec, 1),
+        }
+        p.history.append(entry)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        return entry
+
+    def _evaluate_and_save(self, train_loss: float, lr: float, chars_per_sec: float) -> Score | None:
+        """Score the validation text (its time counts against the budget), log it, save last/best."""
+        t0 = time.perf_counter()
+        score = self.evaluate()
+        self.progress.elapsed += time.perf_counter() - t0
+        self._record(score, train_loss, lr, chars_per_sec)
+        improved = score is None or score.nats < self.progress.best_val
+        if score is not None and improved:
+            self.progress.best_val = score.nats
+        blob = self.checkpoint()
+        if improved:
+            self.save("best.pt", blob)
+        self.save("last.pt", blob)
+        return score
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, p = self.config, self.progress
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise CharrnnError(
+                f"cannot write to output folder {self.run_dir} ({e.strerror}); choose another with --out"
+            ) from None
+
+        batches_per_epoch = self.batcher.batches_in_epoch(p.epoch)
+        if budget_fraction(cfg, p, batches_per_epoch, 0.0) >= 1.0:
+            raise CharrnnError(
+                f"this run already reached its limits (step {p.step}, {p.elapsed:.0f}s); "
+                "raise --max-steps, --epochs or --max-time to train further"
+            )
+        stop = _StopRequest()
+        stopped_by = "limit"
+        chars_per_step = self.batcher.batch_size * cfg.seq_len
+        window_loss = torch.zeros((), device=self.device)
+        window_steps = 0
+        last_loss = float("nan")
+        chars_at_start, train_time_at_start = p.chars_seen, p.train_time
+        bar = _progress_bar(self.quiet)
+        last_log = time.perf_counter()
+        lr = cfg.lr
+        self.model.train()
+        with stop.installed():
+            try:
+                while True:
+                    frac = budget_fraction(
+                        cfg, p, self.batcher.batches_in_epoch(p.epoch), self.last_eval_seconds
+                    )
+                    if frac >= 1.0 or stop.signal_name:
+                        bar.finish(frac)
+                        break
+                    t0 = time.perf_counter()
+                    lr = lr_at(cfg, p.step, frac)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    if p.batch == 0:
+                        self.state = None  # each epoch starts the streams afresh
+                    x, y = self.batcher.batch(p.epoch, p.batch)
+                    loss = self._train_step(x, y)
+                    window_loss += loss.detach()
+                    window_steps += 1
+                    p.step += 1
+                    p.chars_seen += chars_per_step
+                    p.batch += 1
+                    if p.batch >= self.batcher.batches_in_epoch(p.epoch):
+                        p.epoch += 1
+                        p.batch = 0
+                    dt = time.perf_counter() - t0
+                    p.train_time += dt
+                    p.elapsed += dt
+                    now = time.perf_counter()
+                    eval_due = cfg.eval_every and p.step % cfg.eval_every == 0
+                    if eval_due or now - last_log >= LOG_INTERVAL or window_steps == 1:
+                        last_loss = float(window_loss) / window_steps
+                        if not math.isfinite(last_loss):
+                            stopped_by = "diverged"
+                            break
+                        speed = (p.chars_seen - chars_at_start) / max(
+                            p.train_time - train_time_at_start, 1e-9
+                        )
+                        bar.update_to(frac, p.step, last_loss, p.best_val, speed)
+                        last_log = now
+                        if eval_due:
+                            self._evaluate_and_save(last_loss, lr, speed)
+                            window_loss.zero_()
+                            window_steps = 0
+                    if self.on_step is not None:
+                        self.on_step(self)
+            finally:
+                bar.close()
+            if stop.signal_name:
+                stopped_by = f"signal:{stop.signal_name}"
+
+        speed = (p.chars_seen - chars_at_start) / max(p.train_time - train_time_at_start, 1e-9)
+        if stopped_by == "diverged":
+            return TrainResult(self.run_dir, p, None, stopped_by, speed, self.batcher.batch_size)
+        if window_steps:
+            last_loss = float(window_loss) / window_steps
+            if not math.isfinite(last_loss):
+                return TrainResult(self.run_dir, p, None, "diverged", speed, self.batcher.batch_size)
+        if stopped_by.startswith("signal"):
+            self.save("last.pt")
+            return TrainResult(self.run_dir, p, None, stopped_by, speed, self.batcher.batch_size)
+        final = self._evaluate_and_save(last_loss, lr, speed) if window_steps or not p.history else None
+        if final is None and p.history:
+            last = p.history[-1]
+            final = (
+                Score(last["val_loss"], self.val_ids.numel() - 1) if last["val_loss"] is not None else None
+            )
+        return TrainResult(self.run_dir, p, final, stopped_by, speed, self.batcher.batch_size)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            logits, state = self.model(x, self.state)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.state = detach_state(state)
+        return loss
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+class _progress_bar:
+    """A tqdm bar on stderr in percent of the budget, with the numbers a user watches."""
+
+    def __init__(self, quiet: bool):
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=100,
+                unit="%",
+                file=None,
+                dynamic_ncols=True,
+                leave=True,
+                bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
+            )
+
+    def update_to(self, frac: float, step: int, loss: float, best_val: float, speed: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.n = min(100.0, frac * 100)
+        val = f"{best_val:.3f}" if math.isfinite(best_val) else "-"
+        self.bar.set_postfix_str(
+            f"step {step}, loss {loss:.3f}, val {val}, {speed:,.0f} chars/s", refresh=True
+        )
+
+    def finish(self, frac: float) -> None:
+        if self.bar is not None:
+            self.bar.n = min(100.0, frac * 100)
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
