@@ -78,8 +78,12 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint onto the CPU; every failure becomes a one-line CharrnnError."""
     file = find_checkpoint(path)
     try:
+        if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; anything else is not ours
+            raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?)")
         blob = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():
+            raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?)") from None
         raise CharrnnError(
             f"{file}: refused to load: it holds Python objects other than tensors and plain data "
             "(weights-only loading); it is not a charrnn checkpoint or was tampered with"

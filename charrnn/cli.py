@@ -125,7 +125,10 @@ def train(
     ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(callback=lambda v: _check(v, v is None or v > 0, "must be above 0"), help="Peak learning rate (AdamW) [default: 0.002]."),
+        typer.Option(
+            callback=lambda v: _check(v, v is None or v > 0, "must be above 0"),
+            help="Peak learning rate (AdamW) [default: 0.002].",
+        ),
     ] = None,
     weight_decay: Annotated[
         float | None, typer.Option(min=0.0, help="AdamW weight decay [default: 0].")
@@ -140,7 +143,10 @@ def train(
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
     epochs: Annotated[
         float | None,
-        typer.Option(callback=lambda v: _check(v, v is None or v > 0, "must be above 0"), help="Stop after this many passes over the training text."),
+        typer.Option(
+            callback=lambda v: _check(v, v is None or v > 0, "must be above 0"),
+            help="Stop after this many passes over the training text.",
+        ),
     ] = None,
     max_time: Annotated[
         str | None,
@@ -277,7 +283,7 @@ def sample(
         row = ids.tolist()
         out.write(chars[row[0]])
         out.flush()
-        for buffer, i in zip(others, row[1:]):
+        for buffer, i in zip(others, row[1:], strict=True):
             buffer.append(chars[i])
     for buffer in others:
         out.write(sep + prime + "".join(buffer))

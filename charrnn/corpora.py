@@ -70,7 +70,7 @@ CORPORA: dict[str, NamedCorpus] = {
     for c in [
         NamedCorpus(
             name="shakespeare",
-            description="tiny-shakespeare: ~40,000 lines of Shakespeare's plays, 65 characters (char-rnn, nanoGPT)",
+            description="tiny-shakespeare: ~40,000 lines of Shakespeare's plays, 65 characters",
             source="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
             licence="public domain",
             filename="tinyshakespeare.txt",

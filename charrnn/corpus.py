@@ -9,6 +9,7 @@ at once.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import os
 import sys
@@ -162,7 +163,5 @@ def _read_cache(cache_file: Path):
 def _write_cache(cache_file: Path, vocab: Vocabulary, ids: torch.Tensor) -> None:
     from charrnn.checkpoint import atomic_save
 
-    try:
+    with contextlib.suppress(OSError):  # caching is an optimisation; a read-only cache must not stop training
         atomic_save({"vocab": vocab.to_list(), "ids": ids}, cache_file)
-    except OSError:
-        pass  # caching is an optimisation; a read-only cache folder must not stop training

@@ -153,7 +153,8 @@ def _print_header(
     precision = "bf16 autocast" if trainer.autocast_dtype is not None else "fp32"
     start = f"resuming at step {trainer.progress.step}, " if trainer.progress.step else ""
     console.print(
-        f"{start}training {m.cell} {m.layers}x{m.hidden} ({count_parameters(trainer.model) / 1e6:.2f}M params) on "
+        f"{start}training {m.cell} {m.layers}x{m.hidden} "
+        f"({count_parameters(trainer.model) / 1e6:.2f}M params) on "
         f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val chars, {len(corpus.vocab)} symbols; "
         f"batch {config.batch_size}x{config.seq_len}, {trainer.device.type} {precision}; "
         f"stops at {' or '.join(x for x in limits if x)}",

@@ -59,10 +59,7 @@ class Stepper:
         """Advance every stream by one character; updates `state` in place and returns the logits."""
         x = None
         for k in range(self.layers):
-            if k == 0:
-                gates = self.input_table[ids]
-            else:
-                gates = torch.addmm(self.b_ih[k], x, self.w_ih_t[k])
+            gates = self.input_table[ids] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih_t[k])
             if self.cell == "lstm":
                 h, c = state[k]
                 gates.addmm_(h, self.w_hh_t[k])

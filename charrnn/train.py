@@ -157,6 +157,7 @@ class Trainer:
             train_ids.to(self.device), config.batch_size, config.seq_len, config.seed
         )
         self.state = None
+        self.since_eval = _LossMeter(self.device)  # training loss since the last evaluation
         if resume is not None:
             self._restore(resume)
         self.last_eval_seconds = 0.0
@@ -178,6 +179,8 @@ class Trainer:
             best_val=p["best_val"],
             history=list(blob.get("history", [])),
         )
+        self.since_eval.total.fill_(p.get("loss_sum", 0.0))
+        self.since_eval.count = p.get("loss_count", 0)
         carry = blob.get("carry")
         if carry is not None:
             if isinstance(carry, (list, tuple)):
@@ -215,6 +218,8 @@ class Trainer:
                 "train_time": p.train_time,
                 "chars_seen": p.chars_seen,
                 "best_val": p.best_val,
+                "loss_sum": float(self.since_eval.total),
+                "loss_count": self.since_eval.count,
             },
             "history": p.history,
             "carry": carry,
@@ -290,12 +295,10 @@ class Trainer:
         stop = _StopRequest()
         stopped_by = "limit"
         chars_per_step = self.batcher.batch_size * cfg.seq_len
-        window_loss = torch.zeros((), device=self.device)
-        window_steps = 0
-        last_loss = float("nan")
+        since_eval, since_shown = self.since_eval, _LossMeter(self.device)
         chars_at_start, train_time_at_start = p.chars_seen, p.train_time
-        bar = _progress_bar(self.quiet)
-        last_log = time.perf_counter()
+        bar = _ProgressBar(self.quiet)
+        last_shown = time.perf_counter()
         lr = cfg.lr
         self.model.train()
         with stop.installed():
@@ -313,35 +316,31 @@ class Trainer:
                         group["lr"] = lr
                     if p.batch == 0:
                         self.state = None  # each epoch starts the streams afresh
-                    x, y = self.batcher.batch(p.epoch, p.batch)
-                    loss = self._train_step(x, y)
-                    window_loss += loss.detach()
-                    window_steps += 1
+                    loss = self._train_step(*self.batcher.batch(p.epoch, p.batch))
+                    since_eval.add(loss)
+                    since_shown.add(loss)
                     p.step += 1
                     p.chars_seen += chars_per_step
                     p.batch += 1
                     if p.batch >= self.batcher.batches_in_epoch(p.epoch):
-                        p.epoch += 1
-                        p.batch = 0
+                        p.epoch, p.batch = p.epoch + 1, 0
                     dt = time.perf_counter() - t0
                     p.train_time += dt
                     p.elapsed += dt
-                    now = time.perf_counter()
-                    eval_due = cfg.eval_every and p.step % cfg.eval_every == 0
-                    if eval_due or now - last_log >= LOG_INTERVAL or window_steps == 1:
-                        last_loss = float(window_loss) / window_steps
-                        if not math.isfinite(last_loss):
+
+                    eval_due = p.step % cfg.eval_every == 0
+                    if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
+                        recent = since_shown.mean(reset=True)
+                        if not math.isfinite(recent):
                             stopped_by = "diverged"
                             break
                         speed = (p.chars_seen - chars_at_start) / max(
                             p.train_time - train_time_at_start, 1e-9
                         )
-                        bar.update_to(frac, p.step, last_loss, p.best_val, speed)
-                        last_log = now
+                        bar.update_to(frac, p.step, recent, p.best_val, speed)
+                        last_shown = time.perf_counter()
                         if eval_due:
-                            self._evaluate_and_save(last_loss, lr, speed)
-                            window_loss.zero_()
-                            window_steps = 0
+                            self._evaluate_and_save(since_eval.mean(reset=True), lr, speed)
                     if self.on_step is not None:
                         self.on_step(self)
             finally:
@@ -350,21 +349,17 @@ class Trainer:
                 stopped_by = f"signal:{stop.signal_name}"
 
         speed = (p.chars_seen - chars_at_start) / max(p.train_time - train_time_at_start, 1e-9)
-        if stopped_by == "diverged":
-            return TrainResult(self.run_dir, p, None, stopped_by, speed, self.batcher.batch_size)
-        if window_steps:
-            last_loss = float(window_loss) / window_steps
-            if not math.isfinite(last_loss):
-                return TrainResult(self.run_dir, p, None, "diverged", speed, self.batcher.batch_size)
+        pending = since_eval.mean() if since_eval.count else None
+        if stopped_by == "limit" and pending is not None and not math.isfinite(pending):
+            stopped_by = "diverged"
+        final = None
         if stopped_by.startswith("signal"):
             self.save("last.pt")
-            return TrainResult(self.run_dir, p, None, stopped_by, speed, self.batcher.batch_size)
-        final = self._evaluate_and_save(last_loss, lr, speed) if window_steps or not p.history else None
-        if final is None and p.history:
-            last = p.history[-1]
-            final = (
-                Score(last["val_loss"], self.val_ids.numel() - 1) if last["val_loss"] is not None else None
-            )
+        elif stopped_by == "limit":
+            if pending is not None or not p.history:
+                final = self._evaluate_and_save(pending if pending is not None else math.nan, lr, speed)
+            elif p.history[-1]["val_loss"] is not None:
+                final = Score(p.history[-1]["val_loss"], self.val_ids.numel() - 1)
         return TrainResult(self.run_dir, p, final, stopped_by, speed, self.batcher.batch_size)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -385,6 +380,25 @@ class Trainer:
         return loss
 
 
+class _LossMeter:
+    """Sums losses on the device and reads them back only when shown (no per-step GPU sync)."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()
+        self.count += 1
+
+    def mean(self, reset: bool = False) -> float:
+        value = float(self.total) / self.count if self.count else math.nan
+        if reset:
+            self.total.zero_()
+            self.count = 0
+        return value
+
+
 def _to_cpu(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
@@ -395,7 +409,7 @@ def _to_cpu(obj):
     return obj
 
 
-class _progress_bar:
+class _ProgressBar:
     """A tqdm bar on stderr in percent of the budget, with the numbers a user watches."""
 
     def __init__(self, quiet: bool):

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from charrnn import checkpoint as ckpt
+from charrnn.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
+from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.vocab import Vocabulary
+
+
+def _blob():
+    vocab = Vocabulary.from_text("hello world\n")
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=1, hidden=8, embedding=4))
+    return {
+        "format": ckpt.FORMAT,
+        "version": ckpt.VERSION,
+        "model_config": model.config.to_dict(),
+        "vocab": vocab.to_list(),
+        "model": model.state_dict(),
+    }
+
+
+def test_round_trip_rebuilds_the_model(tmp_path):
+    atomic_save(_blob(), tmp_path / "a.pt")
+    model, vocab = model_from_checkpoint(load_checkpoint(tmp_path / "a.pt"))
+    assert vocab.chars == sorted(set("hello world\n"))
+    assert not model.training
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save(_blob(), path)
+    before = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial garbage")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        atomic_save(_blob(), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    blob = _blob()
+    blob["payload"] = _RunsCode(marker)
+    torch.save(blob, tmp_path / "evil.pt")
+    with pytest.raises(CharrnnError, match="refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_truncated_file(tmp_path):
+    atomic_save(_blob(), tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CharrnnError, match="truncated or corrupted"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_text_file_and_foreign_torch_file(tmp_path):
+    (tmp_path / "notes.pt").write_text("just some text")
+    with pytest.raises(CharrnnError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "notes.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CharrnnError, match="not a charrnn checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_other_format_version(tmp_path):
+    blob = _blob()
+    blob["version"] = 99
+    atomic_save(blob, tmp_path / "future.pt")
+    with pytest.raises(CharrnnError, match="format version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    with pytest.raises(CharrnnError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CharrnnError, match="holds no checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_folder_prefers_best(tmp_path):
+    blob = _blob()
+    atomic_save(blob, tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path)["path"].endswith("last.pt")
+    atomic_save(blob, tmp_path / "best.pt")
+    assert load_checkpoint(tmp_path)["path"].endswith("best.pt")

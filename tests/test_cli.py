@@ -1,0 +1,385 @@
+"""The command-line tool end to end: train, sample, evaluate, pipes, signals and every promised error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import app
+from conftest import SMALL_TEXT, TINY_TRAIN_FLAGS, shakespeare_path
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny trained model shared by the sampling and evaluation tests."""
+    folder = tmp_path_factory.mktemp("run")
+    text = folder / "small.txt"
+    text.write_text(SMALL_TEXT, encoding="utf-8")
+    result = invoke("train", text, "--out", folder / "run", *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def test_train_writes_checkpoints_metrics_and_nothing_on_stdout(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    result = invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS[:-1])  # not quiet
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "training finished" in result.stderr and "best validation loss" in result.stderr
+    assert {"best.pt", "last.pt", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [10, 20, 30]
+    assert all(
+        m["val_loss"] > 0 and abs(m["val_bpc"] - m["val_loss"] / 0.6931471805599453) < 1e-9 for m in lines
+    )
+    blob = load_checkpoint(out / "last.pt")
+    assert blob["progress"]["step"] == 30 and blob["train_config"]["seq_len"] == 16
+    assert set(blob) >= {"model", "optimizer", "vocab", "model_config", "train_config", "history", "rng"}
+
+
+def test_default_run_folder_is_named_after_the_corpus(tmp_path, small_text_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", small_text_file, *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "checkpoints" / "small" / "best.pt").is_file()
+
+
+def test_train_from_stdin(tmp_path):
+    result = invoke("train", "-", "--out", tmp_path / "run", *TINY_TRAIN_FLAGS, input=SMALL_TEXT)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_sample_prints_prime_and_length(trained_run):
+    result = invoke("sample", trained_run, "--prime", "the cat", "--length", "50", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("the cat")
+    assert len(result.stdout) == len("the cat") + 50 + 1  # and a final newline
+    assert result.stderr == ""
+    again = invoke("sample", trained_run, "--prime", "the cat", "--length", "50", "--seed", "1")
+    assert again.stdout == result.stdout
+
+
+def test_sample_prime_from_stdin_and_several_samples(trained_run):
+    result = invoke(
+        "sample",
+        trained_run / "best.pt",
+        "--prime",
+        "-",
+        "-n",
+        "20",
+        "--num-samples",
+        "3",
+        "--separator",
+        "\\n==\\n",
+        "--seed",
+        "2",
+        input="a bird",
+    )
+    assert result.exit_code == 0, result.output
+    samples = result.stdout[:-1].split("\n==\n")
+    assert len(samples) == 3 and all(s.startswith("a bird") and len(s) == 26 for s in samples)
+
+
+def test_sample_unknown_prime_characters(trained_run):
+    result = invoke("sample", trained_run, "--prime", "the Zebra€", "-n", "5")
+    assert result.exit_code == 1
+    assert "'Z'" in result.stderr and "'€'" in result.stderr and "--drop-unknown" in result.stderr
+    assert "Traceback" not in result.output
+    dropped = invoke("sample", trained_run, "--prime", "the Zebra€", "-n", "5", "--drop-unknown")
+    assert dropped.exit_code == 0 and dropped.stdout.startswith("the ebra")
+
+
+def test_evaluate_table_and_json(trained_run, tmp_path):
+    text = tmp_path / "eval.txt"
+    text.write_text("the cat sat on the mat. ¿Qué?", encoding="utf-8")
+    table = invoke("evaluate", trained_run, text)
+    assert table.exit_code == 0, table.output
+    assert "bits per character" in table.stdout
+    result = invoke("evaluate", trained_run, "-", "--json", input=text.read_text(encoding="utf-8"))
+    data = json.loads(result.stdout)
+    assert set("the cat sat on the mat. ¿Qué?") - set(SMALL_TEXT) == set("¿Qu?")
+    assert data["unknown"] == 4 and data["chars"] == len("the cat sat on the mat. ¿Qué?") - 4 - 1
+    assert data["bpc"] == pytest.approx(data["nats"] / 0.6931471805599453)
+    assert data["perplexity"] == pytest.approx(2.718281828459045 ** data["nats"])
+
+
+def test_evaluate_text_without_known_characters(trained_run):
+    result = invoke("evaluate", trained_run, "-", input="ZZZZ")
+    assert result.exit_code == 1 and "vocabulary" in result.stderr
+
+
+def test_resume_continues_and_refuses_contradicting_flags(trained_run, tmp_path, small_text_file):
+    out = tmp_path / "run"
+    assert invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS).exit_code == 0
+    bad = invoke("train", small_text_file, "--resume", out / "last.pt", "--hidden", "64", "--quiet")
+    assert bad.exit_code == 1 and "--hidden 64 contradicts the checkpoint (--hidden 32)" in bad.stderr
+    bad_cell = invoke("train", small_text_file, "--resume", out, "--cell", "gru", "--quiet")
+    assert bad_cell.exit_code == 1 and "--cell" in bad_cell.stderr
+    done = invoke("train", small_text_file, "--resume", out / "last.pt", "--quiet")
+    assert done.exit_code == 1 and "raise --max-steps" in done.stderr
+    more = invoke("train", small_text_file, "--resume", out / "last.pt", "--max-steps", "40", "--lr", "0.001")
+    assert more.exit_code == 0, more.output
+    assert "--lr 0.002 -> 0.001" in more.stderr and "--max-steps 30 -> 40" in more.stderr
+    assert load_checkpoint(out / "last.pt")["progress"]["step"] == 40
+    other = tmp_path / "other.txt"
+    other.write_text("XYZ " * 500, encoding="utf-8")
+    mismatch = invoke("train", other, "--resume", out / "last.pt", "--max-steps", "50", "--quiet")
+    assert mismatch.exit_code == 1 and "vocabulary" in mismatch.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "{text}", "--hidden", "0"],
+        ["train", "{text}", "--layers", "0"],
+        ["train", "{text}", "--batch-size", "0"],
+        ["train", "{text}", "--seq-len", "-3"],
+        ["train", "{text}", "--max-steps", "0"],
+        ["train", "{text}", "--dropout", "1.0"],
+        ["train", "{text}", "--dropout", "-0.1"],
+        ["train", "{text}", "--lr", "0"],
+        ["train", "{text}", "--epochs", "0"],
+        ["train", "{text}", "--cell", "transformer"],
+        ["sample", "{run}", "--length", "0"],
+        ["sample", "{run}", "--temperature", "-0.5"],
+        ["sample", "{run}", "--top-k", "0"],
+        ["sample", "{run}", "--top-p", "0"],
+        ["sample", "{run}", "--top-p", "1.5"],
+        ["sample", "{run}", "--num-samples", "0"],
+    ],
+)
+def test_out_of_range_options_get_the_usage_box(args, trained_run, small_text_file):
+    result = invoke(*[a.format(text=small_text_file, run=trained_run) for a in args])
+    assert result.exit_code == 2
+    assert "Invalid value" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--max-time", "ten minutes"], "is not a duration"),
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--encoding", "klingon"], "unknown encoding"),
+        (["--seq-len", "4000"], "--seq-len"),
+    ],
+)
+def test_bad_train_settings_are_one_line_errors(extra, expected, tmp_path, small_text_file):
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke("train", small_text_file, "--out", tmp_path / "run", *TINY_TRAIN_FLAGS, *extra)
+    assert result.exit_code == 1
+    assert expected in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # one line
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path, small_text_file):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.pt").write_bytes(b"\x00\x01junk")
+    for target, expected in [
+        (tmp_path / "nope", "no such checkpoint"),
+        (tmp_path / "empty", "holds no checkpoint"),
+        (tmp_path / "junk.pt", "not a readable checkpoint"),
+    ]:
+        for args in (["sample", target], ["evaluate", target, small_text_file]):
+            result = invoke(*args)
+            assert result.exit_code == 1 and expected in result.stderr, result.output
+            assert "Traceback" not in result.output
+
+
+def test_unwritable_output_folder(tmp_path, small_text_file):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = invoke("train", small_text_file, "--out", blocker / "run", *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 1 and "cannot write to output folder" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_corpus(tmp_path, small_text_file):
+    small_text_file.chmod(0)
+    result = invoke("train", small_text_file, *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 1 and "permission denied" in result.stderr
+
+
+def test_corpus_errors(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "bin.dat").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 200)
+    cases = [
+        ("no-such-corpus", "not a named corpus"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "empty.txt", "is empty"),
+        (tmp_path / "bin.dat", "looks binary"),
+        (tmp_path / "latin1.txt", "offset 3"),
+    ]
+    for corpus, expected in cases:
+        result = invoke("train", corpus, "--out", tmp_path / "run", *TINY_TRAIN_FLAGS)
+        assert result.exit_code == 1 and expected in result.stderr, (corpus, result.output)
+    ok = invoke(
+        "train",
+        tmp_path / "latin1.txt",
+        "--encoding",
+        "latin-1",
+        "--out",
+        tmp_path / "run",
+        *TINY_TRAIN_FLAGS,
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+def test_short_corpus_adapts_the_batch_size(tmp_path):
+    text = tmp_path / "short.txt"
+    text.write_text("abcdefghij" * 30)
+    result = invoke(
+        "train",
+        text,
+        "--out",
+        tmp_path / "run",
+        "--hidden",
+        "8",
+        "--layers",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "64",
+        "--max-steps",
+        "3",
+    )
+    assert result.exit_code == 0, result.output
+    assert "using --batch-size 15" in result.stderr
+    too_short = tmp_path / "tiny.txt"
+    too_short.write_text("abc")
+    result = invoke("train", too_short, "--out", tmp_path / "run2", "--max-steps", "3")
+    assert result.exit_code == 1 and "too few for one window" in result.stderr
+
+
+def test_named_corpora(monkeypatch, tmp_path):
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.delenv("CHARRNN_CORPUS_DIR", raising=False)
+    result = invoke("train", "shakespeare", "--out", tmp_path / "s", *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 1
+    assert "cannot download corpus 'shakespeare'" in result.stderr and "CHARRNN_CORPUS_DIR" in result.stderr
+    listing = invoke("corpora")
+    assert "shakespeare" in listing.stdout and "python-stdlib" in listing.stdout
+    stdlib = invoke(
+        "train",
+        "python-stdlib",
+        "--out",
+        tmp_path / "py",
+        *TINY_TRAIN_FLAGS[:-5],
+        "--max-steps",
+        "3",
+        "--quiet",
+    )
+    assert stdlib.exit_code == 0, stdlib.output
+
+
+@pytest.mark.skipif(shakespeare_path() is None, reason="needs ../shared/corpora/tinyshakespeare.txt")
+def test_shakespeare_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARRNN_CORPUS_DIR", str(shakespeare_path().parent))
+    out = tmp_path / "run"
+    result = invoke(
+        "train",
+        "shakespeare",
+        "--out",
+        out,
+        "--hidden",
+        "64",
+        "--layers",
+        "1",
+        "--batch-size",
+        "16",
+        "--seq-len",
+        "32",
+        "--max-steps",
+        "60",
+        "--eval-every",
+        "30",
+        "--lr",
+        "0.01",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    blob = load_checkpoint(out / "best.pt")
+    assert len(blob["vocab"]) == 65
+    assert blob["history"][-1]["val_loss"] < 3.0  # well below uniform guessing, ln 65 = 4.17
+    sample = invoke("sample", out, "--prime", "ROMEO:", "-n", "40", "--seed", "0")
+    assert sample.exit_code == 0 and sample.stdout.startswith("ROMEO:")
+
+
+# ---- real processes: pipes and signals ----------------------------------------------------------------
+def _cli(*args):
+    return [sys.executable, "-m", "charrnn", *map(str, args)]
+
+
+def test_closed_pipe_ends_quietly(trained_run):
+    proc = subprocess.Popen(
+        _cli("sample", trained_run, "-n", "200000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    head = proc.stdout.read(10)
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=120)
+    assert len(head) == 10
+    assert proc.returncode == 0, stderr
+    assert stderr == b""
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _cli(
+            "train",
+            small_text_file,
+            "--out",
+            out,
+            "--hidden",
+            "32",
+            "--layers",
+            "1",
+            "--max-time",
+            "5m",
+            "--eval-every",
+            "20",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "16",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 90
+    while not (out / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert stdout == b""
+    text = stderr.decode()
+    assert "SIGINT: stopped at step" in text and "resume with: charrnn train" in text
+    blob = load_checkpoint(out / "last.pt")
+    assert blob["progress"]["step"] > 0
+    assert "Traceback" not in text
+    assert not [p for p in Path(out).iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,127 @@
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import TrainConfig, parse_duration
+from charrnn.corpus import Corpus
+from charrnn.errors import CharrnnError
+from charrnn.model import ModelConfig
+from charrnn.train import Trainer, lr_at
+from charrnn.vocab import Vocabulary
+
+
+def make_corpus(text: str) -> Corpus:
+    vocab = Vocabulary.from_text(text)
+    return Corpus("test", vocab, vocab.encode(text))
+
+
+def tiny_model(vocab_size: int, dropout: float = 0.0, cell: str = "lstm") -> ModelConfig:
+    return ModelConfig(vocab_size=vocab_size, cell=cell, layers=2, hidden=32, embedding=16, dropout=dropout)
+
+
+def test_tiny_model_overfits_a_short_text(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog 0123456789\n" * 30
+    corpus = make_corpus(text)
+    config = TrainConfig(
+        batch_size=8, seq_len=32, lr=1e-2, max_steps=250, eval_every=50, val_fraction=0.0, warmup_steps=10
+    )
+    result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path).run()
+    assert result.stopped_by == "limit"
+    assert result.progress.history[-1]["train_loss"] < 0.1
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def _interrupt_at(step: int):
+    def hook(trainer):
+        if trainer.progress.step == step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return hook
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_interrupt_and_resume_follows_the_same_trajectory(tmp_path, cell):
+    text = "to be or not to be, that is the question; whether tis nobler in the mind to suffer\n" * 12
+    corpus = make_corpus(text)
+    model = tiny_model(len(corpus.vocab), dropout=0.2, cell=cell)  # dropout: the RNG must be restored too
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=40, eval_every=7, seed=3, warmup_steps=5)
+
+    straight = Trainer(corpus, model, config, tmp_path / "straight")
+    straight_result = straight.run()
+
+    first = Trainer(corpus, model, config, tmp_path / "split", on_step=_interrupt_at(20))
+    first_result = first.run()
+    assert first_result.stopped_by == "signal:SIGINT"
+    assert first_result.progress.step == 20
+    blob = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert blob["progress"]["step"] == 20
+    resumed = Trainer(corpus, model, config, tmp_path / "split", resume=blob)
+    resumed_result = resumed.run()
+
+    assert resumed_result.progress.step == straight_result.progress.step == 40
+    for name, weight in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], weight, msg=name)
+    losses = lambda r: [(h["step"], h["train_loss"], h["val_loss"]) for h in r.progress.history]  # noqa: E731
+    straight_losses, resumed_losses = losses(straight_result), losses(resumed_result)
+    assert [s for s, _, _ in straight_losses] == [s for s, _, _ in resumed_losses]
+    for (_, a, b), (_, c, d) in zip(straight_losses, resumed_losses, strict=True):
+        assert math.isclose(a, c, rel_tol=1e-5) and math.isclose(b, d, rel_tol=1e-5)
+
+
+def test_divergence_stops_and_keeps_the_best_checkpoint(tmp_path):
+    corpus = make_corpus("abcdefghij klmnop\n" * 40)
+
+    def poison(trainer):
+        if trainer.progress.step == 12:
+            with torch.no_grad():
+                trainer.model.head.weight.fill_(float("nan"))
+
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=60, eval_every=10)
+    result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path, on_step=poison).run()
+    assert result.stopped_by == "diverged"
+    assert result.progress.step < 60
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["progress"]["step"] == 10
+    assert all(torch.isfinite(t).all() for t in best["model"].values())
+
+
+def test_a_finished_run_cannot_resume_without_a_higher_limit(tmp_path):
+    corpus = make_corpus("abcdefghij klmnop\n" * 40)
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=5, eval_every=100)
+    Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path).run()
+    blob = load_checkpoint(tmp_path / "last.pt")
+    with pytest.raises(CharrnnError, match="raise --max-steps"):
+        Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path, resume=blob).run()
+
+
+def test_time_budget_stops_training(tmp_path):
+    corpus = make_corpus("abcdefghij klmnop\n" * 40)
+    config = TrainConfig(batch_size=4, seq_len=16, max_time=1.0, eval_every=50)
+    result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path).run()
+    assert result.stopped_by == "limit"
+    assert 0.9 < result.progress.elapsed < 3.0
+
+
+def test_learning_rate_warms_up_then_decays_over_the_budget():
+    config = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(config, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(config, 9, 0.0) == pytest.approx(1.0)
+    assert lr_at(config, 100, 0.5) == pytest.approx(0.55)
+    assert lr_at(config, 100, 1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "text, seconds", [("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("1h30m", 5400)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "-5m", "0s", "m10"])
+def test_bad_durations(text):
+    with pytest.raises(CharrnnError, match="max-time"):
+        parse_duration(text)
