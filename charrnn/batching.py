@@ -22,7 +22,7 @@ def epoch_offset(seed: int, epoch: int, seq_len: int) -> int:
     """The deterministic start offset of an epoch (epoch 0 starts at 0)."""
     if epoch == 0:
         return 0
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (1 << 63))
     return int(torch.randint(0, seq_len, (1,), generator=g))
 
 

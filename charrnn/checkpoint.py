@@ -61,26 +61,42 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         pass
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """A .pt file as given, or a run folder's best.pt (else last.pt)."""
+REQUIRED_KEYS = ("model_config", "vocab", "model")
+RESUME_KEYS = ("optimizer", "train_config", "progress")
+
+
+def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
+    """A .pt file as given, or the first of `prefer` in a run folder."""
     path = Path(path)
-    if not path.exists():
-        raise CharrnnError(f"{path}: no such checkpoint file or run folder")
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise CharrnnError(f"{path} holds no checkpoint (best.pt or last.pt); train one with `charrnn train`")
+    try:
+        if not path.exists():
+            raise CharrnnError(f"{path}: no such checkpoint file or run folder")
+        if path.is_dir():
+            for name in prefer:
+                if (path / name).is_file():
+                    return path / name
+            raise CharrnnError(
+                f"{path} holds no checkpoint (best.pt or last.pt); train one with `charrnn train`"
+            )
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot access ({e.strerror})") from None
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read and check a checkpoint onto the CPU; every failure becomes a one-line CharrnnError."""
-    file = find_checkpoint(path)
+def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict:
+    """Read and check a checkpoint onto the CPU; every failure becomes a one-line CharrnnError.
+
+    A run folder means its best.pt for sampling and evaluation, its last.pt when resuming.
+    """
+    file = find_checkpoint(path, ("last.pt", "best.pt") if for_resume else ("best.pt", "last.pt"))
     try:
+        with open(file, "rb"):
+            pass  # surface permission problems as such, not as corruption
         if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; anything else is not ours
             raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?)")
         blob = torch.load(file, map_location="cpu", weights_only=True)
+    except CharrnnError:
+        raise
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():
             raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?)") from None
@@ -88,13 +104,15 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{file}: refused to load: it holds Python objects other than tensors and plain data "
             "(weights-only loading); it is not a charrnn checkpoint or was tampered with"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?): {first}") from None
     except PermissionError:
-        raise CharrnnError(f"{file}: permission denied") from None
+        raise CharrnnError(f"{file}: permission denied; check the file's permissions") from None
+    except IsADirectoryError:
+        raise CharrnnError(f"{file} is a directory, not a checkpoint file") from None
     except OSError as e:
         raise CharrnnError(f"{file}: cannot read ({e.strerror})") from None
+    except Exception as e:  # torch reports damaged archives with many exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?): {first}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CharrnnError(f"{file}: not a charrnn checkpoint")
     if blob.get("version") != VERSION:
@@ -102,17 +120,22 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{file}: checkpoint format version {blob.get('version')} is not supported by this charrnn "
             f"(it reads version {VERSION}); use the charrnn release that wrote it"
         )
+    needed = REQUIRED_KEYS + (RESUME_KEYS if for_resume else ())
+    missing = [key for key in needed if key not in blob]
+    if missing:
+        what = "cannot be resumed" if for_resume and set(missing) <= set(RESUME_KEYS) else "is incomplete"
+        raise CharrnnError(f"{file}: checkpoint {what} (missing {', '.join(missing)})")
     blob["path"] = str(file)
     return blob
 
 
 def model_from_checkpoint(blob: dict, device: torch.device | str = "cpu") -> tuple[CharRNN, Vocabulary]:
     """Rebuild the model in eval mode and its vocabulary."""
-    config = ModelConfig.from_dict(blob["model_config"])
-    model = CharRNN(config)
     try:
+        config = ModelConfig.from_dict(blob["model_config"])
+        model = CharRNN(config)
         model.load_state_dict(blob["model"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CharrnnError(f"{blob.get('path')}: weights do not match the model config ({e})") from None
     model.to(device).eval()
     return model, Vocabulary.from_list(blob["vocab"])

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from charrnn.errors import CharrnnError
 
@@ -65,29 +68,45 @@ def handles_errors(func):
         try:
             return func(*args, **kwargs)
         except CharrnnError as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, emoji=False)
+            _error(str(e))
             raise typer.Exit(1) from None
         except BrokenPipeError:
             _quiet_stdout()
             raise typer.Exit(0) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            err.print(f"{signal.Signals(signum).name}: stopped at once", markup=False)
+            raise typer.Exit(128 + signum) from None
+        except OSError as e:  # the file system said no somewhere we did not foresee: still one line
+            where = f"{e.filename}: " if e.filename else ""
+            _error(f"{where}{e.strerror or e}")
+            raise typer.Exit(1) from None
 
     return wrapper
 
 
+def _error(message: str) -> None:
+    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def _print_stdout(renderable) -> None:
+    """Render with Rich but write through sys.stdout, so a closed pipe ends quietly like all our output."""
+    console = Console()
+    with console.capture() as captured:
+        console.print(renderable)
+    sys.stdout.write(captured.get())
+    sys.stdout.flush()
+
+
 def _check(value, ok: bool, message: str):
-    """Range checks Typer's min/max cannot express (open intervals); shown in Typer's usage box."""
-    if not ok:
+    """Range checks Typer's min/max cannot express (open intervals, NaN); shown in Typer's usage box."""
+    if value is not None and (not math.isfinite(value) or not ok):
         raise typer.BadParameter(f"{value} {message}")
     return value
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+def _finite(value):
+    return _check(value, True, "must be a finite number")
 
 
 # ---- train --------------------------------------------------------------------------------------------
@@ -101,10 +120,14 @@ def train(
         Path | None, typer.Option("--out", "-o", help="Run folder [default: checkpoints/<corpus name>].")
     ] = None,
     cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
-    layers: Annotated[int | None, typer.Option(min=1, help="Stacked recurrent layers [default: 2].")] = None,
-    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units per layer [default: 512].")] = None,
+    layers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers [default: 2].")
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option(min=1, max=65536, help="Hidden units per layer [default: 512].")
+    ] = None,
     embedding: Annotated[
-        int | None, typer.Option(min=1, help="Character embedding size [default: 64].")
+        int | None, typer.Option(min=1, max=65536, help="Character embedding size [default: 64].")
     ] = None,
     dropout: Annotated[
         float | None,
@@ -131,11 +154,13 @@ def train(
         ),
     ] = None,
     weight_decay: Annotated[
-        float | None, typer.Option(min=0.0, help="AdamW weight decay [default: 0].")
+        float | None, typer.Option(min=0.0, callback=_finite, help="AdamW weight decay [default: 0].")
     ] = None,
     grad_clip: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Clip the global gradient norm to this (0: off) [default: 1]."),
+        typer.Option(
+            min=0.0, callback=_finite, help="Clip the global gradient norm to this (0: off) [default: 1]."
+        ),
     ] = None,
     warmup_steps: Annotated[
         int | None, typer.Option(min=0, help="Linear learning-rate warm-up steps [default: 50].")
@@ -160,10 +185,15 @@ def train(
     val_fraction: Annotated[
         float | None,
         typer.Option(
-            min=0.0, max=0.5, help="Last fraction of the text held out for validation [default: 0.1]."
+            min=0.0,
+            max=0.5,
+            callback=_finite,
+            help="Last fraction of the text held out for validation [default: 0.1].",
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 1337].")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=2**63 - 1, help="Random seed [default: 1337].")
+    ] = None,
     device: Annotated[
         Device | None, typer.Option(help="auto picks CUDA when present [default: auto].")
     ] = None,
@@ -171,8 +201,11 @@ def train(
         Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs [default: auto].")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue from this checkpoint (.pt or run folder).")
+        Path | None, typer.Option(help="Continue from this checkpoint (.pt, or a run folder's last.pt).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start afresh in a run folder that already holds a run.")
+    ] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
     lossy: Annotated[
         bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
@@ -186,6 +219,7 @@ def train(
         corpus=corpus,
         out=out,
         resume=resume,
+        overwrite=overwrite,
         encoding=encoding,
         lossy=lossy,
         quiet=quiet,
@@ -231,7 +265,10 @@ def sample(
         int, typer.Option("--length", "-n", min=1, help="New characters to generate per sample.")
     ] = 500,
     temperature: Annotated[
-        float, typer.Option("--temperature", "-T", min=0.0, help="Softmax temperature; 0 is greedy.")
+        float,
+        typer.Option(
+            "--temperature", "-T", min=0.0, callback=_finite, help="Softmax temperature; 0 is greedy."
+        ),
     ] = 1.0,
     top_k: Annotated[
         int | None, typer.Option(min=1, help="Sample only from the K most likely characters.")
@@ -246,7 +283,10 @@ def sample(
         ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed: same seed, checkpoint and flags give the same text.")
+        int | None,
+        typer.Option(
+            min=0, max=2**63 - 1, help="Random seed: same seed, checkpoint and flags give the same text."
+        ),
     ] = None,
     num_samples: Annotated[
         int, typer.Option(min=1, help="Samples generated together, printed one after another.")
@@ -261,19 +301,25 @@ def sample(
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout."""
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from charrnn.corpus import decode_bytes, read_input_bytes
     from charrnn.sample import SamplingConfig, encode_prime, generate
     from charrnn.train import pick_device
 
     dev = pick_device(device.value)
     if prime == "-":
-        prime = sys.stdin.read()
+        prime = decode_bytes(bytes(read_input_bytes("-")), source="the prime on standard input")
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)
     prime = encode_prime(vocab, prime or "", drop_unknown)
     config = SamplingConfig(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples
     )
-    sep = separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    try:
+        sep = separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        raise CharrnnError(
+            f"--separator {separator!r} has a broken backslash escape; write \\\\ for a backslash"
+        ) from None
     out = sys.stdout
     chars = vocab.chars
     out.write(prime)
@@ -323,7 +369,7 @@ def evaluate(
     table.add_row("perplexity", f"{score.perplexity:.3f}")
     table.add_row("characters scored", f"{score.chars:,}")
     table.add_row("unknown characters (skipped)", f"{score.unknown:,}")
-    Console().print(table)
+    _print_stdout(table)
 
 
 # ---- corpora ------------------------------------------------------------------------------------------
@@ -338,7 +384,7 @@ def corpora() -> None:
         table.add_column(col, overflow="fold")
     for c in CORPORA.values():
         table.add_row(c.name, c.description, c.source, c.licence)
-    Console().print(table)
+    _print_stdout(table)
 
 
 def main() -> None:

@@ -36,6 +36,10 @@ class Corpus:
     def __len__(self) -> int:
         return self.ids.numel()
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the encoded text: tells a resumed run whether it is on the same corpus."""
+        return hashlib.sha256(self.ids.contiguous().numpy().tobytes()).hexdigest()
+
     def split(self, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The first (1 - val_fraction) of the text for training, the rest for validation."""
         n_val = int(len(self) * val_fraction)
@@ -55,15 +59,19 @@ def _describe_bad_utf8(data: bytes, error: UnicodeDecodeError, encoding: str) ->
 def decode_bytes(data: bytes, encoding: str = "utf-8", lossy: bool = False, source: str = "corpus") -> str:
     """Bytes -> text, with an error that says where the text stops being valid."""
     try:
-        codecs.lookup(encoding)
+        if not codecs.lookup(encoding)._is_text_encoding:
+            raise LookupError
     except LookupError:
-        raise CharrnnError(f"unknown encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
-    if not lossy and b"\x00" in data[: 1 << 20]:
-        raise CharrnnError(f"{source} looks binary (it contains NUL bytes); give a text file")
+        raise CharrnnError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
     try:
-        return data.decode(encoding, errors="replace" if lossy else "strict")
+        text = data.decode(encoding, errors="replace" if lossy else "strict")
     except UnicodeDecodeError as e:
+        if b"\x00" in data[: 1 << 20]:
+            raise CharrnnError(f"{source} looks binary (it contains NUL bytes); give a text file") from None
         raise CharrnnError(f"{source} is {_describe_bad_utf8(data, e, encoding)}") from None
+    if not lossy and "\x00" in text[: 1 << 20]:
+        raise CharrnnError(f"{source} looks binary (it contains NUL characters); give a text file")
+    return text
 
 
 def encode_bytes(
@@ -72,7 +80,7 @@ def encode_bytes(
     """Bytes -> (Vocabulary, ids). ASCII input takes a byte-level path that never builds a str."""
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "ascii") and data.isascii():
         if not lossy and b"\x00" in data[: 1 << 20]:
-            raise CharrnnError(f"{source} looks binary (it contains NUL bytes); give a text file")
+            raise CharrnnError(f"{source} looks binary (it contains NUL characters); give a text file")
         raw = torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
         present = torch.bincount(raw, minlength=128).nonzero().flatten()
         vocab = Vocabulary(chr(c) for c in present.tolist())

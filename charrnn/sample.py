@@ -54,7 +54,9 @@ def choose(
     """One next-character id per row of `logits` (N, V)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    logits = logits.float()
+    # shift so the largest logit is 0: a tiny temperature then gives a peaked, not an overflowing, softmax
+    logits = filter_logits((logits - logits.max(dim=-1, keepdim=True).values) / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 

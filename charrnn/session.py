@@ -6,6 +6,7 @@ are testable without a terminal.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class TrainRequest:
     corpus: str
     out: Path | None = None
     resume: Path | None = None
+    overwrite: bool = False
     encoding: str = "utf-8"
     lossy: bool = False
     quiet: bool = False
@@ -91,6 +93,15 @@ def settle_configs(
         if getattr(old, key) != value:
             notes.append(f"--{key.replace('_', '-')} {getattr(old, key)} -> {value}")
         setattr(config, key, value)
+    saved = blob.get("corpus", {})
+    if corpus.vocab.to_list() == list(blob["vocab"]) and saved.get("sha256") not in (
+        None,
+        corpus.fingerprint(),
+    ):
+        raise CharrnnError(
+            f"the corpus is not the text this run was trained on ({len(corpus):,} characters here, "
+            f"{saved.get('chars', 0):,} in the checkpoint, different content); resume on the same corpus"
+        )
     if corpus.vocab.to_list() != list(blob["vocab"]):
         theirs, ours = set(blob["vocab"]), set(corpus.vocab.chars)
         extra = sorted(ours - theirs)
@@ -107,7 +118,7 @@ def settle_configs(
 
 def run_training(request: TrainRequest, console: Console) -> int:
     """Train as the request says; returns the process exit status."""
-    blob = load_checkpoint(request.resume) if request.resume else None
+    blob = load_checkpoint(request.resume, for_resume=True) if request.resume else None
     path, name = resolve(request.corpus)
     corpus = load_text_file(path, name, request.encoding, request.lossy)
     model_config, config, notes = settle_configs(request, corpus, blob)
@@ -117,6 +128,18 @@ def run_training(request: TrainRequest, console: Console) -> int:
         run_dir = Path(blob["path"]).parent
     else:
         run_dir = Path("checkpoints") / name
+
+    if blob is None and not request.overwrite:
+        existing = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
+        if existing:
+            raise CharrnnError(
+                f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume "
+                f"{run_dir}, choose another --out, or pass --overwrite to start afresh"
+            )
+    if blob is None and request.overwrite:
+        for name in ("best.pt", "last.pt", "metrics.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / name).unlink()
 
     from charrnn.batching import fit_batch_size
 
@@ -133,16 +156,24 @@ def run_training(request: TrainRequest, console: Console) -> int:
         )
         config.batch_size = fitted
 
-    trainer = Trainer(corpus, model_config, config, run_dir, resume=blob, quiet=request.quiet)
+    try:
+        trainer = Trainer(corpus, model_config, config, run_dir, resume=blob, quiet=request.quiet)
+    except RuntimeError as e:
+        if "alloc" not in str(e).lower() and "out of memory" not in str(e).lower():
+            raise
+        raise CharrnnError(
+            f"not enough memory for a {model_config.layers}x{model_config.hidden} model; "
+            "use a smaller --hidden, --layers or --batch-size"
+        ) from None
     if not request.quiet:
-        _print_header(console, corpus, trainer, config, notes)
+        _print_header(console, corpus, trainer, config)
+    for note in notes:
+        console.print(f"changed on resume: {note}", markup=False)
     result = trainer.run()
     return _report(console, request, result, trainer)
 
 
-def _print_header(
-    console: Console, corpus: Corpus, trainer: Trainer, config: TrainConfig, notes: list[str]
-) -> None:
+def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: TrainConfig) -> None:
     m = trainer.model.config
     n_val = trainer.val_ids.numel()
     limits = [
@@ -161,8 +192,6 @@ def _print_header(
         soft_wrap=True,
         markup=False,
     )
-    for note in notes:
-        console.print(f"changed on resume: {note}", markup=False)
 
 
 def _report(console: Console, request: TrainRequest, result: TrainResult, trainer: Trainer) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -63,8 +64,8 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch: int = 0  # next batch index within the epoch
-    elapsed: float = 0.0  # seconds of training and evaluation so far (across resumes)
-    train_time: float = 0.0  # seconds in training steps only
+    elapsed: float = 0.0  # wall-clock seconds of the run so far, across resumes (what --max-time limits)
+    eval_time: float = 0.0  # the part of `elapsed` spent scoring validation text
     chars_seen: int = 0
     best_val: float = math.inf
     history: list[dict] = field(default_factory=list)
@@ -80,6 +81,14 @@ class TrainResult:
     batch_size: int
 
 
+class Aborted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop at once (every file on disk is still whole: writes are atomic)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _StopRequest:
     """Turns the first SIGINT/SIGTERM into a flag the loop polls; the second aborts at once."""
 
@@ -88,7 +97,7 @@ class _StopRequest:
 
     def handler(self, signum, frame):
         if self.signal_name is not None:
-            raise KeyboardInterrupt
+            raise Aborted(signum)
         self.signal_name = signal.Signals(signum).name
 
     @contextmanager
@@ -145,7 +154,7 @@ class Trainer:
         self.device = pick_device(config.device)
         self.autocast_dtype = pick_autocast(config.precision, self.device)
 
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed % (1 << 63))
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -157,6 +166,7 @@ class Trainer:
             train_ids.to(self.device), config.batch_size, config.seq_len, config.seed
         )
         self.state = None
+        self._fingerprint = corpus.fingerprint()
         self.since_eval = _LossMeter(self.device)  # training loss since the last evaluation
         if resume is not None:
             self._restore(resume)
@@ -174,7 +184,7 @@ class Trainer:
             epoch=p["epoch"],
             batch=p["batch"],
             elapsed=p["elapsed"],
-            train_time=p.get("train_time", 0.0),
+            eval_time=p.get("eval_time", 0.0),
             chars_seen=p.get("chars_seen", 0),
             best_val=p["best_val"],
             history=list(blob.get("history", [])),
@@ -209,13 +219,13 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "train_config": self.config.to_dict(),
-            "corpus": {"name": self.corpus.name, "chars": len(self.corpus)},
+            "corpus": {"name": self.corpus.name, "chars": len(self.corpus), "sha256": self._fingerprint},
             "progress": {
                 "step": p.step,
                 "epoch": p.epoch,
                 "batch": p.batch,
                 "elapsed": p.elapsed,
-                "train_time": p.train_time,
+                "eval_time": p.eval_time,
                 "chars_seen": p.chars_seen,
                 "best_val": p.best_val,
                 "loss_sum": float(self.since_eval.total),
@@ -258,12 +268,18 @@ class Trainer:
             f.write(json.dumps(entry) + "\n")
         return entry
 
-    def _evaluate_and_save(self, train_loss: float, lr: float, chars_per_sec: float) -> Score | None:
-        """Score the validation text (its time counts against the budget), log it, save last/best."""
+    def _evaluate_and_save(self, train_loss: float, lr: float) -> Score | None:
+        """Score the validation text (its time counts against the budget), log it, save last/best.
+
+        A non-finite score means the weights are broken: nothing is saved, so best.pt stays good.
+        """
         t0 = time.perf_counter()
         score = self.evaluate()
-        self.progress.elapsed += time.perf_counter() - t0
-        self._record(score, train_loss, lr, chars_per_sec)
+        self.progress.eval_time += time.perf_counter() - t0
+        self._tick()
+        if score is not None and not math.isfinite(score.nats):
+            return score
+        self._record(score, train_loss, lr, self._speed())
         improved = score is None or score.nats < self.progress.best_val
         if score is not None and improved:
             self.progress.best_val = score.nats
@@ -275,10 +291,35 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        cfg, p = self.config, self.progress
+        """Train until a limit, a signal or divergence; always leaves whole checkpoints behind."""
+        p = self.progress
+        self._check_output_folder()
+        if budget_fraction(self.config, p, self.batcher.batches_in_epoch(p.epoch), 0.0) >= 1.0:
+            raise CharrnnError(
+                f"this run already reached its limits (step {p.step}, {p.elapsed:.0f}s); "
+                "raise --max-steps, --epochs or --max-time to train further"
+            )
+        self._clock = (time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
+        stop = _StopRequest()
+        with stop.installed():  # also during the final evaluation and save
+            stopped_by, lr = self._loop(stop)
+            final = None
+            if stopped_by == "limit" and (self.since_eval.count or not p.history):
+                final = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
+                if final is not None and not math.isfinite(final.nats):
+                    stopped_by = "diverged"
+            elif stopped_by == "limit" and p.history[-1]["val_loss"] is not None:
+                final = Score(p.history[-1]["val_loss"], self.val_ids.numel() - 1)
+            if stop.signal_name:  # also a signal that came during the final evaluation
+                stopped_by = f"signal:{stop.signal_name}"
+                self.save("last.pt")
+        self._tick()
+        return TrainResult(self.run_dir, p, final, stopped_by, self._speed(), self.batcher.batch_size)
+
+    def _check_output_folder(self) -> None:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
+            probe = self.run_dir / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
@@ -286,81 +327,65 @@ class Trainer:
                 f"cannot write to output folder {self.run_dir} ({e.strerror}); choose another with --out"
             ) from None
 
-        batches_per_epoch = self.batcher.batches_in_epoch(p.epoch)
-        if budget_fraction(cfg, p, batches_per_epoch, 0.0) >= 1.0:
-            raise CharrnnError(
-                f"this run already reached its limits (step {p.step}, {p.elapsed:.0f}s); "
-                "raise --max-steps, --epochs or --max-time to train further"
-            )
-        stop = _StopRequest()
-        stopped_by = "limit"
+    def _tick(self) -> None:
+        """Bring `elapsed` up to the wall clock."""
+        start, elapsed0, _, _ = self._clock
+        self.progress.elapsed = elapsed0 + time.perf_counter() - start
+
+    def _speed(self) -> float:
+        """Training characters per second in this process, evaluation time excluded."""
+        _, elapsed0, eval0, chars0 = self._clock
+        p = self.progress
+        seconds = (p.elapsed - elapsed0) - (p.eval_time - eval0)
+        return (p.chars_seen - chars0) / max(seconds, 1e-9)
+
+    def _loop(self, stop: _StopRequest) -> tuple[str, float]:
+        cfg, p = self.config, self.progress
         chars_per_step = self.batcher.batch_size * cfg.seq_len
-        since_eval, since_shown = self.since_eval, _LossMeter(self.device)
-        chars_at_start, train_time_at_start = p.chars_seen, p.train_time
+        since_shown = _LossMeter(self.device)
         bar = _ProgressBar(self.quiet)
         last_shown = time.perf_counter()
         lr = cfg.lr
         self.model.train()
-        with stop.installed():
-            try:
-                while True:
-                    frac = budget_fraction(
-                        cfg, p, self.batcher.batches_in_epoch(p.epoch), self.last_eval_seconds
-                    )
-                    if frac >= 1.0 or stop.signal_name:
-                        bar.finish(frac)
-                        break
-                    t0 = time.perf_counter()
-                    lr = lr_at(cfg, p.step, frac)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    if p.batch == 0:
-                        self.state = None  # each epoch starts the streams afresh
-                    loss = self._train_step(*self.batcher.batch(p.epoch, p.batch))
-                    since_eval.add(loss)
-                    since_shown.add(loss)
-                    p.step += 1
-                    p.chars_seen += chars_per_step
-                    p.batch += 1
-                    if p.batch >= self.batcher.batches_in_epoch(p.epoch):
-                        p.epoch, p.batch = p.epoch + 1, 0
-                    dt = time.perf_counter() - t0
-                    p.train_time += dt
-                    p.elapsed += dt
+        try:
+            while True:
+                self._tick()
+                frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self.last_eval_seconds)
+                if stop.signal_name:
+                    return f"signal:{stop.signal_name}", lr
+                if frac >= 1.0:
+                    bar.finish(frac)
+                    return "limit", lr
+                lr = lr_at(cfg, p.step, frac)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                if p.batch == 0:
+                    self.state = None  # each epoch starts the streams afresh
+                loss = self._train_step(*self.batcher.batch(p.epoch, p.batch))
+                self.since_eval.add(loss)
+                since_shown.add(loss)
+                p.step += 1
+                p.chars_seen += chars_per_step
+                p.batch += 1
+                if p.batch >= self.batcher.batches_in_epoch(p.epoch):
+                    p.epoch, p.batch = p.epoch + 1, 0
 
-                    eval_due = p.step % cfg.eval_every == 0
-                    if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
-                        recent = since_shown.mean(reset=True)
-                        if not math.isfinite(recent):
-                            stopped_by = "diverged"
-                            break
-                        speed = (p.chars_seen - chars_at_start) / max(
-                            p.train_time - train_time_at_start, 1e-9
-                        )
-                        bar.update_to(frac, p.step, recent, p.best_val, speed)
-                        last_shown = time.perf_counter()
-                        if eval_due:
-                            self._evaluate_and_save(since_eval.mean(reset=True), lr, speed)
-                    if self.on_step is not None:
-                        self.on_step(self)
-            finally:
-                bar.close()
-            if stop.signal_name:
-                stopped_by = f"signal:{stop.signal_name}"
-
-        speed = (p.chars_seen - chars_at_start) / max(p.train_time - train_time_at_start, 1e-9)
-        pending = since_eval.mean() if since_eval.count else None
-        if stopped_by == "limit" and pending is not None and not math.isfinite(pending):
-            stopped_by = "diverged"
-        final = None
-        if stopped_by.startswith("signal"):
-            self.save("last.pt")
-        elif stopped_by == "limit":
-            if pending is not None or not p.history:
-                final = self._evaluate_and_save(pending if pending is not None else math.nan, lr, speed)
-            elif p.history[-1]["val_loss"] is not None:
-                final = Score(p.history[-1]["val_loss"], self.val_ids.numel() - 1)
-        return TrainResult(self.run_dir, p, final, stopped_by, speed, self.batcher.batch_size)
+                eval_due = p.step % cfg.eval_every == 0
+                if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
+                    recent = since_shown.mean(reset=True)  # reading the loss waits for the device
+                    if not math.isfinite(recent):
+                        return "diverged", lr
+                    self._tick()
+                    bar.update_to(frac, p.step, recent, p.best_val, self._speed())
+                    last_shown = time.perf_counter()
+                    if eval_due:
+                        score = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
+                        if score is not None and not math.isfinite(score.nats):
+                            return "diverged", lr
+                if self.on_step is not None:
+                    self.on_step(self)
+        finally:
+            bar.close()
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg = self.config

@@ -99,3 +99,25 @@ def test_folder_prefers_best(tmp_path):
     assert load_checkpoint(tmp_path)["path"].endswith("last.pt")
     atomic_save(blob, tmp_path / "best.pt")
     assert load_checkpoint(tmp_path)["path"].endswith("best.pt")
+
+
+def test_incomplete_checkpoint(tmp_path):
+    blob = _blob()
+    del blob["model"]
+    atomic_save(blob, tmp_path / "partial.pt")
+    with pytest.raises(CharrnnError, match="incomplete .missing model"):
+        load_checkpoint(tmp_path / "partial.pt")
+    atomic_save(_blob(), tmp_path / "weights-only.pt")
+    with pytest.raises(CharrnnError, match="cannot be resumed"):
+        load_checkpoint(tmp_path / "weights-only.pt", for_resume=True)
+
+
+def test_unreadable_checkpoint(tmp_path, monkeypatch):
+    atomic_save(_blob(), tmp_path / "a.pt")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(ckpt, "open", denied, raising=False)
+    with pytest.raises(CharrnnError, match="permission denied"):
+        load_checkpoint(tmp_path / "a.pt")

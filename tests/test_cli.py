@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -175,7 +174,7 @@ def test_out_of_range_options_get_the_usage_box(args, trained_run, small_text_fi
     [
         (["--max-time", "ten minutes"], "is not a duration"),
         (["--device", "cuda"], "no CUDA GPU"),
-        (["--encoding", "klingon"], "unknown encoding"),
+        (["--encoding", "klingon"], "unknown text encoding"),
         (["--seq-len", "4000"], "--seq-len"),
     ],
 )
@@ -210,11 +209,78 @@ def test_unwritable_output_folder(tmp_path, small_text_file):
     assert result.exit_code == 1 and "cannot write to output folder" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_corpus(tmp_path, small_text_file):
-    small_text_file.chmod(0)
-    result = invoke("train", small_text_file, *TINY_TRAIN_FLAGS)
+def test_unreadable_corpus(tmp_path, small_text_file, monkeypatch):
+    import charrnn.corpus
+
+    def denied(*args, **kwargs):  # chmod 000 does not stop root, so simulate the refusal
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(charrnn.corpus, "open", denied, raising=False)
+    result = invoke("train", small_text_file, "--out", tmp_path / "run", *TINY_TRAIN_FLAGS)
     assert result.exit_code == 1 and "permission denied" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the permissions")
+def test_output_folder_without_write_permission(tmp_path, small_text_file):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    result = invoke("train", small_text_file, "--out", locked / "run", *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 1 and "cannot write to output folder" in result.stderr
+
+
+def test_existing_run_is_never_overwritten_silently(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    assert invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS).exit_code == 0
+    before = (out / "best.pt").read_bytes()
+    again = invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS)
+    assert again.exit_code == 1 and "already holds a run" in again.stderr and "--resume" in again.stderr
+    assert (out / "best.pt").read_bytes() == before
+    fresh = invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS, "--overwrite", "--seed", "5")
+    assert fresh.exit_code == 0, fresh.output
+    assert (out / "best.pt").read_bytes() != before
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_from_a_folder_takes_last_pt(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    assert invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS).exit_code == 0
+    blob = load_checkpoint(out / "last.pt")
+    blob["progress"]["step"] = 25  # make last.pt distinguishable from best.pt
+    from charrnn.checkpoint import atomic_save
+
+    blob.pop("path")
+    atomic_save(blob, out / "last.pt")
+    result = invoke("train", small_text_file, "--resume", out, "--max-steps", "27", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "last.pt")["progress"]["step"] == 27
+
+
+def test_resume_on_another_text_with_the_same_characters_is_refused(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    assert invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS).exit_code == 0
+    shuffled = tmp_path / "shuffled.txt"
+    shuffled.write_text(SMALL_TEXT[::-1], encoding="utf-8")
+    result = invoke("train", shuffled, "--resume", out, "--max-steps", "40", "--quiet")
+    assert result.exit_code == 1 and "not the text this run was trained on" in result.stderr
+
+
+def test_prime_from_stdin_must_be_text(trained_run):
+    result = invoke("sample", trained_run, "--prime", "-", input=b"\xff\xfe abc")
+    assert result.exit_code == 1 and "not valid utf-8" in result.stderr
+
+
+def test_broken_separator_escape(trained_run):
+    result = invoke("sample", trained_run, "--num-samples", "2", "-n", "5", "--separator", "\\x")
+    assert result.exit_code == 1 and "--separator" in result.stderr
+
+
+def test_extreme_temperatures(trained_run):
+    nan = invoke("sample", trained_run, "-T", "nan")
+    assert nan.exit_code == 2 and "Invalid value for '--temperature'" in nan.stderr
+    tiny = invoke("sample", trained_run, "-T", "1e-30", "-n", "30", "--seed", "1")
+    greedy = invoke("sample", trained_run, "-T", "0", "-n", "30")
+    assert tiny.exit_code == 0 and tiny.stdout == greedy.stdout
 
 
 def test_corpus_errors(tmp_path):
@@ -334,6 +400,16 @@ def _cli(*args):
     return [sys.executable, "-m", "charrnn", *map(str, args)]
 
 
+@pytest.mark.parametrize("command", [["evaluate", "{run}", "{text}"], ["corpora"]])
+def test_tables_to_a_closed_pipe_end_quietly(command, trained_run, small_text_file):
+    args = [a.format(run=trained_run, text=small_text_file) for a in command]
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert stderr == b""
+
+
 def test_closed_pipe_ends_quietly(trained_run):
     proc = subprocess.Popen(
         _cli("sample", trained_run, "-n", "200000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -346,8 +422,8 @@ def test_closed_pipe_ends_quietly(trained_run):
     assert stderr == b""
 
 
-def test_ctrl_c_saves_and_exits_130(tmp_path, small_text_file):
-    out = tmp_path / "run"
+def _start_training(out, small_text_file):
+    """A real `charrnn train` process, returned once it has written its first checkpoint."""
     proc = subprocess.Popen(
         _cli(
             "train",
@@ -372,14 +448,34 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, small_text_file):
     )
     deadline = time.time() + 90
     while not (out / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_and_exits_with_the_conventional_status(tmp_path, small_text_file, sig, status):
+    out = tmp_path / "run"
+    proc = _start_training(out, small_text_file)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr.decode()
-    assert stdout == b""
     text = stderr.decode()
-    assert "SIGINT: stopped at step" in text and "resume with: charrnn train" in text
-    blob = load_checkpoint(out / "last.pt")
-    assert blob["progress"]["step"] > 0
+    assert proc.returncode == status, text
+    assert stdout == b""
+    assert f"{sig.name}: stopped at step" in text and "resume with: charrnn train" in text
     assert "Traceback" not in text
-    assert not [p for p in Path(out).iterdir() if p.name.endswith(".tmp")]
+    step = load_checkpoint(out / "last.pt")["progress"]["step"]
+    assert step > 0 and f"stopped at step {step};" in text
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_second_ctrl_c_exits_at_once_leaving_whole_files(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    proc = _start_training(out, small_text_file)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    for name in ("last.pt", "best.pt"):
+        load_checkpoint(out / name)  # whole and loadable whatever the second signal interrupted
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -48,7 +48,7 @@ def test_bad_corpus_files(tmp_path, make, expected):
 
 
 def test_unknown_encoding_is_a_clear_error(small_text_file):
-    with pytest.raises(CharrnnError, match="unknown encoding"):
+    with pytest.raises(CharrnnError, match="unknown text encoding"):
         load_text_file(small_text_file, encoding="no-such-codec")
 
 
@@ -62,3 +62,30 @@ def test_second_load_comes_from_the_cache(small_text_file, isolated_cache):
     small_text_file.write_text("something else entirely", encoding="utf-8")
     third = load_text_file(small_text_file)
     assert third.vocab.decode(third.ids) == "something else entirely"
+
+
+def test_corpora_readme_describes_every_registered_corpus():
+    from charrnn.corpora import CORPORA
+    from conftest import REPO
+
+    readme = (REPO / "corpora" / "README.md").read_text(encoding="utf-8")
+    for corpus in CORPORA.values():
+        assert f"`{corpus.name}`" in readme
+        assert corpus.licence in readme
+        if corpus.sha256:
+            assert corpus.sha256 in readme and corpus.source in readme and f"{corpus.size:,}" in readme
+
+
+def test_shakespeare_from_a_local_folder_is_verified(tmp_path, monkeypatch):
+    from charrnn.corpora import corpus_path
+
+    monkeypatch.setenv("CHARRNN_CORPUS_DIR", str(tmp_path))
+    (tmp_path / "tinyshakespeare.txt").write_text("not the real text")
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(CharrnnError, match="cannot download"):
+        corpus_path("shakespeare")  # a copy with the wrong checksum is not used

@@ -125,3 +125,29 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(CharrnnError, match="max-time"):
         parse_duration(text)
+
+
+def test_a_second_signal_aborts_at_once_and_leaves_whole_files(tmp_path):
+    from charrnn.train import Aborted
+
+    corpus = make_corpus("abcdefghij klmnop\n" * 40)
+
+    def double_ctrl_c(trainer):
+        if trainer.progress.step == 12:
+            os.kill(os.getpid(), signal.SIGINT)  # first: finish the step, save, stop
+            os.kill(os.getpid(), signal.SIGINT)  # second: stop now
+
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=60, eval_every=5)
+    with pytest.raises(Aborted) as e:
+        Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path, on_step=double_ctrl_c).run()
+    assert e.value.signum == signal.SIGINT
+    assert load_checkpoint(tmp_path / "last.pt")["progress"]["step"] == 10
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_huge_seeds_work_across_epochs(tmp_path):
+    corpus = make_corpus("abcdefghij klmnop\n" * 10)
+    config = TrainConfig(batch_size=2, seq_len=8, epochs=3, eval_every=100, seed=2**63 - 1)
+    result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path).run()
+    assert result.progress.epoch == 3

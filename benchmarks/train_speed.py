@@ -1,0 +1,129 @@
+"""Training speed of charrnn against the bare PyTorch loop at the same sizes, measured in the same run.
+
+    python benchmarks/train_speed.py            # all sizes, LSTM and GRU
+    python benchmarks/train_speed.py --quick    # fewer steps
+
+The reference is the plainest correct loop: embedding, fused nn.LSTM/nn.GRU, linear, cross-entropy,
+backward, gradient clipping, Adam step, hidden state carried and detached, on random ids. charrnn runs its
+Trainer on tiny-shakespeare and is clocked from the end of its 3rd step to the end of its last, so all
+per-step work counts (data slicing, schedule, loss bookkeeping, progress); validation is disabled there
+and timed separately. Both use dropout 0 so they do the same arithmetic. Runs alternate
+(reference, charrnn, reference, ...) and the median of each is kept, to cancel drift on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from common import machine, median, shakespeare, table
+from torch import nn
+
+from charrnn.config import TrainConfig
+from charrnn.corpus import load_text_file
+from charrnn.evaluate import score_ids
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.train import Trainer
+
+SIZES = [(2, 128, 50, 50), (2, 512, 64, 128)]  # layers, hidden, batch, seq
+
+
+def bare_loop(cell: str, layers: int, hidden: int, batch: int, seq: int, vocab: int, steps: int) -> float:
+    torch.manual_seed(0)
+    embed = nn.Embedding(vocab, 64)
+    rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(64, hidden, layers, batch_first=True)
+    head = nn.Linear(hidden, vocab)
+    params = [*embed.parameters(), *rnn.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    x = torch.randint(0, vocab, (batch, seq))
+    y = torch.randint(0, vocab, (batch, seq))
+    state = None
+    start = 0.0
+    for i in range(steps + 3):
+        if i == 3:
+            start = time.perf_counter()
+        out, state = rnn(embed(x), state)
+        loss = F.cross_entropy(head(out).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    return batch * seq * steps / (time.perf_counter() - start)
+
+
+def charrnn_loop(corpus, cell: str, layers: int, hidden: int, batch: int, seq: int, steps: int) -> float:
+    """chars/s of Trainer.run() from the end of step 3 to the end of the last step (all per-step work)."""
+    model_config = ModelConfig(
+        len(corpus.vocab), cell=cell, layers=layers, hidden=hidden, embedding=64, dropout=0.0
+    )
+    config = TrainConfig(
+        batch_size=batch, seq_len=seq, max_steps=steps + 3, eval_every=10**9, val_fraction=0.0, device="cpu"
+    )
+    marks = {}
+
+    def clock(trainer):
+        marks[trainer.progress.step] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as folder:
+        Trainer(corpus, model_config, config, folder, on_step=clock).run()
+    return batch * seq * steps / (marks[steps + 3] - marks[3])
+
+
+def eval_speed(corpus, cell: str, layers: int, hidden: int) -> float:
+    model = CharRNN(ModelConfig(len(corpus.vocab), cell=cell, layers=layers, hidden=hidden, embedding=64))
+    _, val = corpus.split(0.1)
+    start = time.perf_counter()
+    score_ids(model, val)
+    return val.numel() / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    corpus = load_text_file(shakespeare())
+    rows = []
+    for layers, hidden, batch, seq in SIZES:
+        steps = (16 if hidden >= 512 else 60) // (2 if args.quick else 1)
+        for cell in ("lstm", "gru"):
+            refs, tools = [], []
+            for _ in range(args.repeats):
+                refs.append(bare_loop(cell, layers, hidden, batch, seq, len(corpus.vocab), steps))
+                tools.append(charrnn_loop(corpus, cell, layers, hidden, batch, seq, steps))
+            ref, tool = median(refs), median(tools)
+            evals = eval_speed(corpus, cell, layers, hidden)
+            rows.append(
+                [
+                    f"{cell} {layers}x{hidden}",
+                    f"{batch}x{seq}",
+                    f"{ref:,.0f}",
+                    f"{tool:,.0f}",
+                    f"{tool / ref:.3f}",
+                    f"{evals:,.0f}",
+                ]
+            )
+            print(rows[-1], flush=True)
+    print()
+    print(machine())
+    print(
+        table(
+            [
+                "model",
+                "batch x seq",
+                "bare loop chars/s",
+                "charrnn train chars/s",
+                "ratio",
+                "validation scoring chars/s",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
