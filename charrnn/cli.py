@@ -124,7 +124,7 @@ def train(
         int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers [default: 2].")
     ] = None,
     hidden: Annotated[
-        int | None, typer.Option(min=1, max=65536, help="Hidden units per layer [default: 512].")
+        int | None, typer.Option(min=1, max=65536, help="Hidden units per layer [default: auto: 384 for budgets up to 5m, else 512; 256 for small corpora].")
     ] = None,
     embedding: Annotated[
         int | None, typer.Option(min=1, max=65536, help="Character embedding size [default: 64].")
@@ -135,12 +135,12 @@ def train(
             min=0.0,
             max=1.0,
             callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Dropout on embeddings, between layers and before the output [default: 0.2].",
+            help="Dropout on embeddings, between layers and before the output [default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
         ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Parallel streams per batch [default: 32]."),
+        typer.Option("--batch-size", "-b", min=1, help="Parallel streams per batch [default: 16]."),
     ] = None,
     seq_len: Annotated[
         int | None,
@@ -150,7 +150,7 @@ def train(
         float | None,
         typer.Option(
             callback=lambda v: _check(v, v is None or v > 0, "must be above 0"),
-            help="Peak learning rate (AdamW) [default: 0.002].",
+            help="Peak learning rate (AdamW) [default: auto: 0.004 up to 384 hidden units, else 0.003].",
         ),
     ] = None,
     weight_decay: Annotated[

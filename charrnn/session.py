@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.config import TrainConfig, format_duration, parse_duration
+from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
 from charrnn.corpora import resolve
 from charrnn.corpus import Corpus, load_text_file
 from charrnn.errors import CharrnnError
@@ -65,8 +65,15 @@ def settle_configs(
     if "max_time" in train_flags:
         train_flags["max_time"] = parse_duration(str(train_flags["max_time"]))
     if blob is None:
+        config = TrainConfig(**train_flags).with_default_limit()
+        n_train = len(corpus) - int(len(corpus) * config.val_fraction)
+        for key, value in auto_settings(n_train, config.max_time).items():
+            if key in ModelConfig.__dataclass_fields__:
+                model_flags.setdefault(key, value)
+            elif key not in train_flags:
+                setattr(config, key, value)
         model = ModelConfig(vocab_size=len(corpus.vocab), **model_flags)
-        return model, TrainConfig(**train_flags).with_default_limit(), []
+        return model, config, []
 
     model = ModelConfig.from_dict(blob["model_config"])
     old = TrainConfig.from_dict(blob["train_config"])

@@ -327,6 +327,13 @@ class Trainer:
                 f"cannot write to output folder {self.run_dir} ({e.strerror}); choose another with --out"
             ) from None
 
+    def _eval_reserve(self) -> float:
+        """Seconds to keep for the final evaluation: as long as the last one took, or before any, an
+        estimate from the training speed (scoring a character costs about a third of training on it)."""
+        if self.last_eval_seconds or self.val_ids.numel() < 2 or self.progress.chars_seen == self._clock[3]:
+            return self.last_eval_seconds
+        return self.val_ids.numel() / (3 * self._speed())
+
     def _tick(self) -> None:
         """Bring `elapsed` up to the wall clock."""
         start, elapsed0, _, _ = self._clock
@@ -350,7 +357,7 @@ class Trainer:
         try:
             while True:
                 self._tick()
-                frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self.last_eval_seconds)
+                frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self._eval_reserve())
                 if stop.signal_name:
                     return f"signal:{stop.signal_name}", lr
                 if frac >= 1.0:

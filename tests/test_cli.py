@@ -133,7 +133,7 @@ def test_resume_continues_and_refuses_contradicting_flags(trained_run, tmp_path,
     assert done.exit_code == 1 and "raise --max-steps" in done.stderr
     more = invoke("train", small_text_file, "--resume", out / "last.pt", "--max-steps", "40", "--lr", "0.001")
     assert more.exit_code == 0, more.output
-    assert "--lr 0.002 -> 0.001" in more.stderr and "--max-steps 30 -> 40" in more.stderr
+    assert "--lr 0.004 -> 0.001" in more.stderr and "--max-steps 30 -> 40" in more.stderr
     assert load_checkpoint(out / "last.pt")["progress"]["step"] == 40
     other = tmp_path / "other.txt"
     other.write_text("XYZ " * 500, encoding="utf-8")

@@ -1,0 +1,43 @@
+import pytest
+
+from charrnn.config import TrainConfig, auto_settings
+from charrnn.corpus import Corpus
+from charrnn.session import TrainRequest, settle_configs
+from charrnn.vocab import Vocabulary
+
+
+@pytest.mark.parametrize(
+    "chars, budget, hidden, dropout, lr",
+    [
+        (1_000_000, 120.0, 384, 0.2, 4e-3),
+        (1_000_000, 600.0, 512, 0.2, 3e-3),
+        (1_000_000, 1800.0, 512, 0.3, 3e-3),
+        (1_000_000, None, 512, 0.3, 3e-3),  # steps or epochs only: a long run
+        (50_000, 600.0, 256, 0.3, 4e-3),
+    ],
+)
+def test_auto_settings_follow_the_budget_and_corpus(chars, budget, hidden, dropout, lr):
+    settings = auto_settings(chars, budget)
+    assert (settings["hidden"], settings["dropout"], settings["lr"]) == (hidden, dropout, lr)
+    assert settings["batch_size"] == 16 and settings["seq_len"] == 64
+
+
+def _corpus(n: int) -> Corpus:
+    text = ("abcdefghijklmnopqrstuvwxyz \n" * (n // 28 + 1))[:n]
+    vocab = Vocabulary.from_text(text)
+    return Corpus("c", vocab, vocab.encode(text))
+
+
+def test_flags_given_win_over_auto_settings():
+    request = TrainRequest(corpus="c", model={"hidden": 100}, train={"max_time": "2m", "lr": 0.01})
+    model, config, _ = settle_configs(request, _corpus(1_200_000), None)
+    assert model.hidden == 100 and config.lr == 0.01  # given
+    assert model.dropout == 0.2 and config.batch_size == 16  # auto for a 2-minute budget
+    assert config.max_time == 120.0
+
+
+def test_default_budget_is_ten_minutes_with_the_large_model():
+    model, config, _ = settle_configs(TrainRequest(corpus="c"), _corpus(1_200_000), None)
+    assert config.max_time == 600.0 and config.max_steps is None
+    assert model.hidden == 512 and model.layers == 2 and config.lr == 3e-3
+    assert TrainConfig().with_default_limit().max_time == 600.0
