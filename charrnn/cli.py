@@ -124,7 +124,13 @@ def train(
         int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers [default: 2].")
     ] = None,
     hidden: Annotated[
-        int | None, typer.Option(min=1, max=65536, help="Hidden units per layer [default: auto: 384 for budgets up to 5m, else 512; 256 for small corpora].")
+        int | None,
+        typer.Option(
+            min=1,
+            max=65536,
+            help="Hidden units per layer [default: auto: 384 for budgets up to 5m, else 512; "
+            "256 for small corpora].",
+        ),
     ] = None,
     embedding: Annotated[
         int | None, typer.Option(min=1, max=65536, help="Character embedding size [default: 64].")
@@ -135,7 +141,8 @@ def train(
             min=0.0,
             max=1.0,
             callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Dropout on embeddings, between layers and before the output [default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
+            help="Dropout on embeddings, between layers and before the output "
+            "[default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
         ),
     ] = None,
     batch_size: Annotated[

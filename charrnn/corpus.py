@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import hashlib
 import os
 import sys
@@ -36,6 +37,7 @@ class Corpus:
     def __len__(self) -> int:
         return self.ids.numel()
 
+    @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the encoded text: tells a resumed run whether it is on the same corpus."""
         return hashlib.sha256(self.ids.contiguous().numpy().tobytes()).hexdigest()
@@ -87,7 +89,7 @@ def encode_bytes(
         table = torch.zeros(128, dtype=vocab.dtype)
         table[present] = torch.arange(len(present), dtype=torch.int32).to(vocab.dtype)
         return vocab, table[raw.long()] if raw.numel() < (1 << 26) else _lookup_chunked(table, raw)
-    text = decode_bytes(bytes(data), encoding, lossy, source)
+    text = decode_bytes(data, encoding, lossy, source)
     vocab = Vocabulary.from_text(text)
     return vocab, vocab.encode(text)
 

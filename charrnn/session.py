@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
 from charrnn.corpora import resolve
@@ -103,7 +104,7 @@ def settle_configs(
     saved = blob.get("corpus", {})
     if corpus.vocab.to_list() == list(blob["vocab"]) and saved.get("sha256") not in (
         None,
-        corpus.fingerprint(),
+        corpus.fingerprint,
     ):
         raise CharrnnError(
             f"the corpus is not the text this run was trained on ({len(corpus):,} characters here, "
@@ -147,8 +148,6 @@ def run_training(request: TrainRequest, console: Console) -> int:
         for name in ("best.pt", "last.pt", "metrics.jsonl"):
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / name).unlink()
-
-    from charrnn.batching import fit_batch_size
 
     n_train = len(corpus) - int(len(corpus) * config.val_fraction)
     fitted = fit_batch_size(n_train, config.batch_size, config.seq_len)

@@ -78,7 +78,6 @@ class TrainResult:
     final_score: Score | None
     stopped_by: str  # "limit", "signal:SIGINT", "signal:SIGTERM", "diverged"
     chars_per_sec: float
-    batch_size: int
 
 
 class Aborted(KeyboardInterrupt):
@@ -141,14 +140,12 @@ class Trainer:
         config: TrainConfig,
         run_dir: str | Path,
         resume: dict | None = None,
-        log: Callable[[str], None] = lambda msg: None,
         quiet: bool = True,
         on_step: Callable[[Trainer], None] | None = None,
     ):
         self.corpus = corpus
         self.config = config
         self.run_dir = Path(run_dir)
-        self.log = log
         self.quiet = quiet
         self.on_step = on_step
         self.device = pick_device(config.device)
@@ -166,7 +163,7 @@ class Trainer:
             train_ids.to(self.device), config.batch_size, config.seq_len, config.seed
         )
         self.state = None
-        self._fingerprint = corpus.fingerprint()
+        self._fingerprint = corpus.fingerprint
         self.since_eval = _LossMeter(self.device)  # training loss since the last evaluation
         if resume is not None:
             self._restore(resume)
@@ -314,7 +311,7 @@ class Trainer:
                 stopped_by = f"signal:{stop.signal_name}"
                 self.save("last.pt")
         self._tick()
-        return TrainResult(self.run_dir, p, final, stopped_by, self._speed(), self.batcher.batch_size)
+        return TrainResult(self.run_dir, p, final, stopped_by, self._speed())
 
     def _check_output_folder(self) -> None:
         try:
@@ -455,7 +452,7 @@ class _ProgressBar:
                 file=None,
                 dynamic_ncols=True,
                 leave=True,
-                bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
+                bar_format="{percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}{postfix}",
             )
 
     def update_to(self, frac: float, step: int, loss: float, best_val: float, speed: float) -> None:

@@ -1,7 +1,7 @@
 """Vocabulary: the characters a model knows, and fast text <-> id conversion.
 
-Ids are assigned in code-point order, so the vocabulary is a sorted table of code points and encoding is a
-vectorised lookup (`searchsorted`), never a Python loop over characters. Encoded text is stored in the
+Ids are assigned in code-point order. Encoding is a vectorised table lookup (code point -> id) over the
+text's UTF-32 form, in slices, never a Python loop over characters. Encoded text is stored in the
 smallest integer dtype that holds every id (uint8 for up to 256 characters).
 """
 
@@ -45,14 +45,22 @@ class Vocabulary:
             raise ValueError("a vocabulary holds single characters")
         self.chars: list[str] = unique
         self._index = {c: i for i, c in enumerate(unique)}
-        self._codepoints = torch.tensor([ord(c) for c in unique], dtype=torch.int32)
+        codepoints = torch.tensor([ord(c) for c in unique], dtype=torch.int64)
+        # code point -> id, -1 for characters outside the vocabulary
+        self._table = torch.full((int(codepoints.max()) + 1 if unique else 1,), -1, dtype=torch.int32)
+        self._table[codepoints] = torch.arange(len(unique), dtype=torch.int32)
 
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:
-        seen: set[int] = set()
+        counts = torch.zeros(0, dtype=torch.int64)
         for chunk in _chunks(text):
-            seen.update(torch.unique(_codepoints(chunk)).tolist())
-        return cls(chr(c) for c in seen)
+            chunk_counts = torch.bincount(_codepoints(chunk))
+            if chunk_counts.numel() > counts.numel():
+                chunk_counts[: counts.numel()] += counts
+                counts = chunk_counts
+            else:
+                counts[: chunk_counts.numel()] += chunk_counts
+        return cls(chr(c) for c in counts.nonzero().flatten().tolist())
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -77,10 +85,13 @@ class Vocabulary:
     def encode(self, text: str) -> torch.Tensor:
         """Ids of `text` as a 1-D tensor of `self.dtype`; raises KeyError naming unknown characters."""
         parts = []
+        table = self._table
         for chunk in _chunks(text):
             cps = _codepoints(chunk)
-            ids = torch.searchsorted(self._codepoints, cps).clamp_(max=len(self) - 1)
-            if not torch.equal(self._codepoints[ids], cps):
+            if cps.numel() and int(cps.max()) >= table.numel():
+                raise KeyError(self.unknown_chars(chunk))
+            ids = table[cps]
+            if ids.numel() and int(ids.min()) < 0:
                 raise KeyError(self.unknown_chars(chunk))
             parts.append(ids.to(self.dtype))
         if not parts:

@@ -43,7 +43,7 @@ def test_parallel_streams_score_every_character_once():
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=6, layers=1, hidden=12, embedding=4, dropout=0.0)).eval()
     ids = torch.randint(0, 6, (2000,))  # 3 streams of 667 (the last one padded)
-    score = score_ids(model, ids, chunk_len=100)
+    score = score_ids(model, ids, chunk_len=100, warmup=0)
     assert score.chars == 1999
     # by hand: each stream restarts from a zero state; the boundary character is predicted by the
     # previous stream's last step
@@ -63,3 +63,23 @@ def test_unknown_characters_are_counted_and_skipped():
     model = CharRNN(ModelConfig(vocab_size=2, layers=1, hidden=4, embedding=2))
     score = score_text(model, vocab, "abxab€ba")
     assert score.unknown == 2 and score.chars == 5
+
+
+def test_streams_warm_up_on_the_characters_before_them():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=6, layers=2, hidden=12, embedding=4, dropout=0.0)).eval()
+    ids = torch.randint(0, 6, (2000,))  # 3 streams of 667; streams 1 and 2 first read 50 characters
+    score = score_ids(model, ids, chunk_len=100, warmup=50)
+    assert score.chars == 1999
+    bounds = [0, 667, 1334, 2000]
+    total = 0.0
+    with torch.no_grad():
+        for s in range(3):
+            lo, hi = bounds[s], bounds[s + 1]
+            state = None
+            if s > 0:
+                _, state = model(ids[lo - 50 : lo].view(1, -1))
+            stream = ids[lo : min(hi + 1, 2000)]
+            logits, _ = model(stream[:-1].view(1, -1), state)
+            total += F.cross_entropy(logits.view(-1, 6), stream[1:], reduction="sum").item()
+    assert math.isclose(score.nats, total / 1999, rel_tol=1e-5)
