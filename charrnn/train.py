@@ -358,7 +358,7 @@ class Trainer:
                 if stop.signal_name:
                     return f"signal:{stop.signal_name}", lr
                 if frac >= 1.0:
-                    bar.finish(frac)
+                    bar.finish()
                     return "limit", lr
                 lr = lr_at(cfg, p.step, frac)
                 for group in self.optimizer.param_groups:
@@ -380,7 +380,8 @@ class Trainer:
                     if not math.isfinite(recent):
                         return "diverged", lr
                     self._tick()
-                    bar.update_to(frac, p.step, recent, p.best_val, self._speed())
+                    shown = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), 0.0)
+                    bar.update_to(shown, p.step, recent, p.best_val, self._speed())
                     last_shown = time.perf_counter()
                     if eval_due:
                         score = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
@@ -464,9 +465,9 @@ class _ProgressBar:
             f"step {step}, loss {loss:.3f}, val {val}, {speed:,.0f} chars/s", refresh=True
         )
 
-    def finish(self, frac: float) -> None:
+    def finish(self) -> None:
         if self.bar is not None:
-            self.bar.n = min(100.0, frac * 100)
+            self.bar.n = 100.0
             self.bar.refresh()
 
     def close(self) -> None:
