@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -29,7 +30,8 @@ from charrnn.model import CharRNN, ModelConfig
 from charrnn.vocab import Vocabulary
 
 FORMAT = "charrnn-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: one module per recurrent layer (rnns.K.*); version 1 files are migrated on load
+READABLE_VERSIONS = (1, 2)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -115,10 +117,11 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict:
         raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?): {first}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CharrnnError(f"{file}: not a charrnn checkpoint")
-    if blob.get("version") != VERSION:
+    if blob.get("version") not in READABLE_VERSIONS:
         raise CharrnnError(
             f"{file}: checkpoint format version {blob.get('version')} is not supported by this charrnn "
-            f"(it reads version {VERSION}); use the charrnn release that wrote it"
+            f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+            "use the charrnn release that wrote it"
         )
     needed = REQUIRED_KEYS + (RESUME_KEYS if for_resume else ())
     missing = [key for key in needed if key not in blob]
@@ -126,6 +129,23 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict:
         what = "cannot be resumed" if for_resume and set(missing) <= set(RESUME_KEYS) else "is incomplete"
         raise CharrnnError(f"{file}: checkpoint {what} (missing {', '.join(missing)})")
     blob["path"] = str(file)
+    return _migrate(blob)
+
+
+_V1_LAYER_KEY = re.compile(r"^rnn\.(weight|bias)_(ih|hh)_l(\d+)$")
+
+
+def _migrate(blob: dict) -> dict:
+    """Bring an older checkpoint to the current layout. Version 1 kept one multi-layer fused module
+    (rnn.weight_ih_lK); version 2 has one single-layer module per layer (rnns.K.weight_ih_l0). The
+    parameters keep their order, so the optimiser state carries over unchanged."""
+    if blob["version"] == 1 and isinstance(blob.get("model"), dict):
+        renamed = {}
+        for key, value in blob["model"].items():
+            match = _V1_LAYER_KEY.match(key)
+            renamed[f"rnns.{match[3]}.{match[1]}_{match[2]}_l0" if match else key] = value
+        blob["model"] = renamed
+        blob["version"] = VERSION
     return blob
 
 

@@ -37,6 +37,18 @@ class Cell(str, Enum):
     lstm = "lstm"
     gru = "gru"
     rnn = "rnn"
+    peephole_lstm = "peephole-lstm"
+
+
+class Input(str, Enum):
+    embedding = "embedding"
+    onehot = "onehot"
+
+
+class DropoutMode(str, Enum):
+    standard = "standard"
+    locked = "locked"
+    variational = "variational"
 
 
 class Device(str, Enum):
@@ -119,7 +131,21 @@ def train(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder [default: checkpoints/<corpus name>].")
     ] = None,
-    cell: Annotated[Cell | None, typer.Option(help="Recurrent cell [default: lstm].")] = None,
+    cell: Annotated[
+        Cell | None,
+        typer.Option(
+            help="Recurrent cell; peephole-lstm has no fused kernel and trains several times slower "
+            "[default: lstm]."
+        ),
+    ] = None,
+    input_kind: Annotated[
+        Input | None,
+        typer.Option(
+            "--input",
+            help="Character input: a learned embedding, or the one-hot vector of the original char-rnn "
+            "[default: embedding].",
+        ),
+    ] = None,
     layers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers [default: 2].")
     ] = None,
@@ -141,10 +167,44 @@ def train(
             min=0.0,
             max=1.0,
             callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Dropout on embeddings, between layers and before the output "
+            help="Dropout on the input of every layer and before the output "
             "[default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
         ),
     ] = None,
+    dropout_mode: Annotated[
+        DropoutMode | None,
+        typer.Option(
+            help="standard: a new mask every time step; locked: one mask per sequence for every layer's "
+            "input and output; variational: locked plus weight dropout on the hidden-to-hidden matrices "
+            "[default: standard].",
+        ),
+    ] = None,
+    recurrent_dropout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
+            help="Weight dropout on the hidden-to-hidden matrices in variational mode [default: --dropout].",
+        ),
+    ] = None,
+    embedding_dropout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
+            help="Drop whole characters from the input for a window (AWD-LSTM) [default: 0].",
+        ),
+    ] = None,
+    weight_tying: Annotated[
+        bool,
+        typer.Option(
+            "--weight-tying",
+            help="The output layer shares the embedding matrix (needs --embedding equal to --hidden; "
+            "the embedding follows --hidden when not given).",
+        ),
+    ] = False,
     batch_size: Annotated[
         int | None,
         typer.Option("--batch-size", "-b", min=1, help="Parallel streams per batch [default: 16]."),
@@ -207,6 +267,22 @@ def train(
     precision: Annotated[
         Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs [default: auto].")
     ] = None,
+    scheduled_sampling: Annotated[
+        str | None,
+        typer.Option(
+            help="Feed the model's own sampled guess instead of the true previous character with this "
+            "probability: P, or START:END rising linearly over the run (e.g. 0:0.25). Steps through "
+            "time one character at a time: several times slower.",
+        ),
+    ] = None,
+    log_grad_norms: Annotated[
+        bool,
+        typer.Option(
+            "--log-grad-norms",
+            help="Record the gradient norm reaching each time step of the window at every evaluation "
+            "(grad_norms.jsonl) and show how far back it reaches.",
+        ),
+    ] = False,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from this checkpoint (.pt, or a run folder's last.pt).")
     ] = None,
@@ -236,6 +312,11 @@ def train(
             "hidden": hidden,
             "embedding": embedding,
             "dropout": dropout,
+            "input": input_kind.value if input_kind else None,
+            "dropout_mode": dropout_mode.value if dropout_mode else None,
+            "recurrent_dropout": recurrent_dropout,
+            "embedding_dropout": embedding_dropout,
+            "weight_tying": True if weight_tying else None,
         },
         train={
             "batch_size": batch_size,
@@ -252,6 +333,8 @@ def train(
             "seed": seed,
             "device": device.value if device else None,
             "precision": precision.value if precision else None,
+            "scheduled_sampling": scheduled_sampling,
+            "log_grad_norms": True if log_grad_norms else None,
         },
     )
     status = run_training(request, err)

@@ -31,6 +31,8 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"
+    scheduled_sampling: list[float] | None = None  # [start, end] probability of feeding the model's guess
+    log_grad_norms: bool = False  # record the gradient reaching each time step (grad_norms.jsonl)
 
     def to_dict(self) -> dict:
         return asdict(self)

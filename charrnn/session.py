@@ -18,14 +18,18 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
 from charrnn.corpora import resolve
 from charrnn.corpus import Corpus, load_text_file
+from charrnn.diagnostics import summarise
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
+from charrnn.scheduled import parse_schedule
 from charrnn.train import Trainer, TrainResult
 
 # Settings that define the model or the data stream: a resumed run must keep them.
 FIXED_ON_RESUME = {
     "cell": "--cell",
+    "input": "--input",
+    "weight_tying": "--weight-tying",
     "layers": "--layers",
     "hidden": "--hidden",
     "embedding": "--embedding",
@@ -34,6 +38,7 @@ FIXED_ON_RESUME = {
     "val_fraction": "--val-fraction",
     "seed": "--seed",
 }
+CHANGEABLE_MODEL_SETTINGS = ("dropout", "dropout_mode", "recurrent_dropout", "embedding_dropout")
 SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -65,6 +70,8 @@ def settle_configs(
     model_flags, train_flags = _given(request.model), _given(request.train)
     if "max_time" in train_flags:
         train_flags["max_time"] = parse_duration(str(train_flags["max_time"]))
+    if "scheduled_sampling" in train_flags:
+        train_flags["scheduled_sampling"] = parse_schedule(str(train_flags["scheduled_sampling"])).to_list()
     if blob is None:
         config = TrainConfig(**train_flags).with_default_limit()
         n_train = len(corpus) - int(len(corpus) * config.val_fraction)
@@ -73,7 +80,9 @@ def settle_configs(
                 model_flags.setdefault(key, value)
             elif key not in train_flags:
                 setattr(config, key, value)
+        _settle_input_size(model_flags, len(corpus.vocab))
         model = ModelConfig(vocab_size=len(corpus.vocab), **model_flags)
+        model.check()
         return model, config, []
 
     model = ModelConfig.from_dict(blob["model_config"])
@@ -89,9 +98,10 @@ def settle_configs(
                 "or start a new run without --resume"
             )
     notes = []
-    if "dropout" in model_flags and model_flags["dropout"] != model.dropout:
-        notes.append(f"--dropout {model.dropout} -> {model_flags['dropout']}")
-        model.dropout = model_flags["dropout"]
+    for key in CHANGEABLE_MODEL_SETTINGS:  # regularisers act only in training: they may change
+        if key in model_flags and model_flags[key] != getattr(model, key):
+            notes.append(f"--{key.replace('_', '-')} {getattr(model, key)} -> {model_flags[key]}")
+            setattr(model, key, model_flags[key])
     config = TrainConfig.from_dict(old.to_dict())
     if any(k in train_flags for k in ("max_steps", "epochs", "max_time")):
         config.max_steps = config.epochs = config.max_time = None  # new limits replace the old ones
@@ -124,6 +134,19 @@ def settle_configs(
     return model, config, notes
 
 
+def _settle_input_size(model_flags: dict, vocab_size: int) -> None:
+    """One-hot input has the vocabulary's size; tied weights default the embedding to the hidden size."""
+    if model_flags.get("input") == "onehot":
+        if "embedding" in model_flags:
+            raise CharrnnError(
+                "--embedding sets the size of a learned embedding; --input onehot has none (its size is the "
+                "vocabulary's): drop one of the two flags"
+            )
+        model_flags["embedding"] = vocab_size
+    elif model_flags.get("weight_tying") and "embedding" not in model_flags:
+        model_flags["embedding"] = model_flags["hidden"]
+
+
 def run_training(request: TrainRequest, console: Console) -> int:
     """Train as the request says; returns the process exit status."""
     blob = load_checkpoint(request.resume, for_resume=True) if request.resume else None
@@ -145,7 +168,7 @@ def run_training(request: TrainRequest, console: Console) -> int:
                 f"{run_dir}, choose another --out, or pass --overwrite to start afresh"
             )
     if blob is None and request.overwrite:
-        for name in ("best.pt", "last.pt", "metrics.jsonl"):
+        for name in ("best.pt", "last.pt", "metrics.jsonl", "grad_norms.jsonl"):
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / name).unlink()
 
@@ -189,15 +212,43 @@ def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: Tr
     ]
     precision = "bf16 autocast" if trainer.autocast_dtype is not None else "fp32"
     start = f"resuming at step {trainer.progress.step}, " if trainer.progress.step else ""
+    options = _describe_options(m, config)
     console.print(
         f"{start}training {m.cell} {m.layers}x{m.hidden} "
-        f"({count_parameters(trainer.model) / 1e6:.2f}M params) on "
+        f"({count_parameters(trainer.model) / 1e6:.2f}M params{options}) on "
         f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val chars, {len(corpus.vocab)} symbols; "
         f"batch {config.batch_size}x{config.seq_len}, {trainer.device.type} {precision}; "
         f"stops at {' or '.join(x for x in limits if x)}",
         soft_wrap=True,
         markup=False,
     )
+
+
+def _describe_options(m: ModelConfig, config: TrainConfig) -> str:
+    """The non-default architecture and regularisation choices, for the header line."""
+    parts = []
+    if m.input == "onehot":
+        parts.append("one-hot input")
+    if m.dropout_mode != "standard":
+        extra = f", recurrent weight dropout {m.weight_dropout:g}" if m.dropout_mode == "variational" else ""
+        parts.append(f"{m.dropout_mode} dropout {m.dropout:g}{extra}")
+    if m.embedding_dropout:
+        parts.append(f"embedding dropout {m.embedding_dropout:g}")
+    if m.weight_tying:
+        parts.append("tied embedding and output weights")
+    if config.scheduled_sampling:
+        start, end = config.scheduled_sampling
+        parts.append(f"scheduled sampling {start:g}" + (f" to {end:g}" if end != start else ""))
+    return "".join(f", {p}" for p in parts)
+
+
+def _gradient_reach_table(norms: list[float]) -> Table:
+    table = Table(title="gradient reaching back (relative to the last step)", title_justify="left")
+    shown = summarise(norms)
+    for distance, _ in shown:
+        table.add_column(f"{distance}", justify="right")
+    table.add_row(*(f"{ratio:.1e}" for _, ratio in shown))
+    return table
 
 
 def _report(console: Console, request: TrainRequest, result: TrainResult, trainer: Trainer) -> int:
@@ -239,4 +290,7 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
     table.add_row("training speed", f"{result.chars_per_sec:,.0f} chars/s")
     table.add_row("checkpoint", str(best if best.exists() else last))
     console.print(table)
+    if trainer.grad_reach:
+        console.print(_gradient_reach_table(trainer.grad_reach))
+        console.print(f"every measurement: {result.run_dir / 'grad_norms.jsonl'}", markup=False)
     return 0

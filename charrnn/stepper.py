@@ -1,14 +1,14 @@
-"""One-character-at-a-time inference for generation, on the trained fused weights.
+"""One-character-at-a-time inference for generation, on the trained weights.
 
 Calling nn.LSTM with T=1 spends most of its time in kernel set-up (about 2 ms per layer on a CPU), so
 generation steps the cells by hand: a few matrix-vector products per layer on weights prepared once.
-Layer 0's input projection is folded into a lookup table (embedding @ W_ih^T + biases, V x G*H), so the
-first layer costs one table row plus the recurrent product. Output equals CharRNN.forward to float
-tolerance (tests/test_stepper.py).
+Layer 0's input projection is folded into a lookup table (embedding @ W_ih^T + biases, V x G*H; for one-hot
+input the embedding is the identity), so the first layer costs one table row plus the recurrent product.
+Output equals CharRNN.forward to float tolerance (tests/test_stepper.py).
 
 Shapes: N streams, H hidden, V vocabulary, G gates (LSTM 4, GRU 3, RNN 1).
     ids     (N,) integer             the current character of each stream
-    state   list of per-layer (N, H) h (and c for LSTM)
+    state   list of per-layer (N, H) h (and c for LSTMs)
     logits  (N, V)
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from charrnn.cells import has_cell_state
 from charrnn.model import CharRNN, State
 
 
@@ -24,32 +25,31 @@ class Stepper:
         cfg = model.config
         self.cell = cfg.cell
         self.layers = cfg.layers
-        rnn = model.rnn
+        layers = model.rnns
         with torch.no_grad():
-            w_ih0 = rnn.weight_ih_l0
-            b_ih0, b_hh0 = rnn.bias_ih_l0, rnn.bias_hh_l0
-            table = model.embed.weight @ w_ih0.t() + b_ih0
+            first = layers[0]
+            w_ih0 = first.weight_ih_l0
+            embedding = model.embed.weight if model.embed is not None else None
+            table = (embedding @ w_ih0.t() if embedding is not None else w_ih0.t()) + first.bias_ih_l0
             if self.cell != "gru":  # GRU keeps b_hh inside the reset gate's product
-                table = table + b_hh0
+                table = table + first.bias_hh_l0
             self.input_table = table.contiguous()
-            self.w_ih_t = [None] + [
-                getattr(rnn, f"weight_ih_l{k}").t().contiguous() for k in range(1, cfg.layers)
-            ]
-            self.w_hh_t = [getattr(rnn, f"weight_hh_l{k}").t().contiguous() for k in range(cfg.layers)]
+            self.w_ih_t = [None] + [layers[k].weight_ih_l0.t().contiguous() for k in range(1, cfg.layers)]
+            self.w_hh_t = [layer.weight_hh_l0.t().contiguous() for layer in layers]
+            self.peephole = [getattr(layer, "peephole_l0", None) for layer in layers]
             if self.cell == "gru":
-                self.b_ih = [None] + [getattr(rnn, f"bias_ih_l{k}").clone() for k in range(1, cfg.layers)]
-                self.b_hh = [getattr(rnn, f"bias_hh_l{k}").clone() for k in range(cfg.layers)]
+                self.b_ih = [None] + [layers[k].bias_ih_l0.clone() for k in range(1, cfg.layers)]
+                self.b_hh = [layer.bias_hh_l0.clone() for layer in layers]
             else:
                 self.b_ih = [None] + [
-                    (getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}"))
-                    for k in range(1, cfg.layers)
+                    layers[k].bias_ih_l0 + layers[k].bias_hh_l0 for k in range(1, cfg.layers)
                 ]
             self.w_out_t = model.head.weight.t().contiguous()
             self.b_out = model.head.bias.clone()
 
     def split_state(self, state: State) -> list:
-        """Fused-module state (L, N, H) -> per-layer list the step function updates."""
-        if self.cell == "lstm":
+        """Model state (L, N, H) -> per-layer list the step function updates."""
+        if has_cell_state(self.cell):
             h, c = state
             return [(h[k].contiguous(), c[k].contiguous()) for k in range(self.layers)]
         return [state[k].contiguous() for k in range(self.layers)]
@@ -60,11 +60,17 @@ class Stepper:
         x = None
         for k in range(self.layers):
             gates = self.input_table[ids] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih_t[k])
-            if self.cell == "lstm":
+            if self.cell in ("lstm", "peephole-lstm"):
                 h, c = state[k]
                 gates.addmm_(h, self.w_hh_t[k])
                 i, f, g, o = gates.chunk(4, dim=1)
+                peep = self.peephole[k]
+                if peep is not None:
+                    i.addcmul_(peep[0], c)
+                    f.addcmul_(peep[1], c)
                 c = torch.sigmoid(f).mul_(c).addcmul_(torch.sigmoid(i), torch.tanh(g))
+                if peep is not None:
+                    o.addcmul_(peep[2], c)
                 h = torch.sigmoid(o).mul_(torch.tanh(c))
                 state[k] = (h, c)
             elif self.cell == "gru":

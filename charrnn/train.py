@@ -29,9 +29,11 @@ from charrnn.batching import StreamBatcher
 from charrnn.checkpoint import FORMAT, VERSION, atomic_save
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
+from charrnn.diagnostics import gradient_reach
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import Score, score_ids
 from charrnn.model import CharRNN, ModelConfig, detach_state
+from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
 LOG_INTERVAL = 0.5  # seconds between progress-bar updates
 
@@ -165,6 +167,10 @@ class Trainer:
         self.state = None
         self._fingerprint = corpus.fingerprint
         self.since_eval = _LossMeter(self.device)  # training loss since the last evaluation
+        ss = config.scheduled_sampling
+        self.schedule = SamplingSchedule(*ss) if ss else None
+        self.fed_fraction = _LossMeter(self.device)  # share of inputs that were the model's own guesses
+        self.grad_reach: list[float] | None = None  # the latest gradient_reach measurement
         if resume is not None:
             self._restore(resume)
         self.last_eval_seconds = 0.0
@@ -257,6 +263,7 @@ class Trainer:
             "val_bpc": score.bpc if score else None,
             "val_ppl": score.perplexity if score else None,
             "lr": lr,
+            **self._scheduled_sampling_entry(),
             "elapsed": round(p.elapsed, 3),
             "chars_per_sec": round(chars_per_sec, 1),
         }
@@ -264,6 +271,21 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
         return entry
+
+    def _scheduled_sampling_entry(self) -> dict:
+        if self.schedule is None or not self.schedule.active:
+            return {}
+        frac = budget_fraction(
+            self.config, self.progress, self.batcher.batches_in_epoch(self.progress.epoch), 0.0
+        )
+        fed = self.fed_fraction.mean(reset=True) if self.fed_fraction.count else 0.0
+        return {"ss_rate": round(self.schedule.rate(frac), 4), "ss_fed": round(fed, 4)}
+
+    def _log_gradient_reach(self, x: torch.Tensor, y: torch.Tensor, state) -> None:
+        """Record how far back this window's gradient reaches (see diagnostics.py) in grad_norms.jsonl."""
+        self.grad_reach = gradient_reach(self.model, x, y, state)
+        with open(self.run_dir / "grad_norms.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.progress.step, "norms": self.grad_reach}) + "\n")
 
     def _evaluate_and_save(self, train_loss: float, lr: float) -> Score | None:
         """Score the validation text (its time counts against the budget), log it, save last/best.
@@ -365,7 +387,10 @@ class Trainer:
                     group["lr"] = lr
                 if p.batch == 0:
                     self.state = None  # each epoch starts the streams afresh
-                loss = self._train_step(*self.batcher.batch(p.epoch, p.batch))
+                x, y = self.batcher.batch(p.epoch, p.batch)
+                state_in = self.state
+                rate = self.schedule.rate(frac) if self.schedule is not None else 0.0
+                loss = self._train_step(x, y, rate)
                 self.since_eval.add(loss)
                 since_shown.add(loss)
                 p.step += 1
@@ -375,6 +400,10 @@ class Trainer:
                     p.epoch, p.batch = p.epoch + 1, 0
 
                 eval_due = p.step % cfg.eval_every == 0
+                if cfg.log_grad_norms and (eval_due or p.step == 1):
+                    t0 = time.perf_counter()
+                    self._log_gradient_reach(x, y, state_in)
+                    p.eval_time += time.perf_counter() - t0  # a diagnostic: not training time
                 if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
                     recent = since_shown.mean(reset=True)  # reading the loss waits for the device
                     if not math.isfinite(recent):
@@ -392,14 +421,18 @@ class Trainer:
         finally:
             bar.close()
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, sampling_rate: float = 0.0) -> torch.Tensor:
         cfg = self.config
         with torch.autocast(
             self.device.type,
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
-            logits, state = self.model(x, self.state)
+            if sampling_rate > 0:
+                logits, state, fed = scheduled_forward(self.model, x, self.state, sampling_rate)
+                self.fed_fraction.add(fed[:, 1:].float().mean())
+            else:
+                logits, state = self.model(x, self.state)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
