@@ -121,3 +121,23 @@ def test_unreadable_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt, "open", denied, raising=False)
     with pytest.raises(CharrnnError, match="permission denied"):
         load_checkpoint(tmp_path / "a.pt")
+
+
+def test_a_version_1_checkpoint_is_migrated_and_samples_the_same(tmp_path):
+    """Version 1 kept one multi-layer fused module; its weights must land in the per-layer modules."""
+    vocab = Vocabulary.from_text("hello world\n")
+    config = ModelConfig(vocab_size=len(vocab), layers=2, hidden=8, embedding=4)
+    torch.manual_seed(0)
+    embed, fused, head = torch.nn.Embedding(len(vocab), 4), torch.nn.LSTM(4, 8, 2, batch_first=True), None
+    head = torch.nn.Linear(8, len(vocab))
+    weights = {"embed.weight": embed.weight.detach()}
+    weights |= {f"rnn.{k}": v.detach() for k, v in fused.state_dict().items()}
+    weights |= {f"head.{k}": v.detach() for k, v in head.state_dict().items()}
+    blob = {"format": ckpt.FORMAT, "version": 1, "model_config": config.to_dict(), "vocab": vocab.to_list()}
+    atomic_save({**blob, "model": weights}, tmp_path / "v1.pt")
+
+    model, _ = model_from_checkpoint(load_checkpoint(tmp_path / "v1.pt"))
+    ids = torch.randint(0, len(vocab), (2, 9))
+    with torch.no_grad():
+        expected = head(fused(embed(ids))[0])
+        torch.testing.assert_close(model(ids)[0], expected)

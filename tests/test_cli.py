@@ -479,3 +479,117 @@ def test_a_second_ctrl_c_exits_at_once_leaving_whole_files(tmp_path, small_text_
     for name in ("last.pt", "best.pt"):
         load_checkpoint(out / name)  # whole and loadable whatever the second signal interrupted
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---- the recurrent family: every option trains, is saved, and is honoured by sample/evaluate/resume ----
+FAMILY = [
+    ["--cell", "peephole-lstm", "--dropout-mode", "locked", "--dropout", "0.1"],
+    ["--cell", "rnn", "--input", "onehot", "--log-grad-norms"],
+    ["--cell", "gru", "--dropout-mode", "variational", "--dropout", "0.1", "--recurrent-dropout", "0.3"],
+    ["--weight-tying", "--embedding-dropout", "0.1", "--scheduled-sampling", "0:0.5"],
+]
+
+
+def _tiny_flags_without(*names: str) -> list[str]:
+    """TINY_TRAIN_FLAGS less the named valued flags (and --quiet, to see the summary)."""
+    flags = [f for f in TINY_TRAIN_FLAGS if f != "--quiet"]
+    for name in names:
+        at = flags.index(name)
+        flags = flags[:at] + flags[at + 2 :]
+    return flags
+
+
+@pytest.mark.parametrize("options", FAMILY, ids=lambda o: " ".join(o))
+def test_family_options_are_saved_and_honoured(options, tmp_path, small_text_file):
+    out = tmp_path / "run"
+    sized = "--weight-tying" in options or "--input" in options
+    flags = _tiny_flags_without("--dropout", *(["--embedding"] if sized else []))
+    trained = invoke("train", small_text_file, "--out", out, *flags, *options)
+    assert trained.exit_code == 0, trained.output
+    assert trained.stdout == ""
+    blob = load_checkpoint(out / "last.pt")
+    saved = {**blob["model_config"], **blob["train_config"]}
+    expected = {
+        "--cell": ("cell", str),
+        "--input": ("input", str),
+        "--dropout-mode": ("dropout_mode", str),
+        "--dropout": ("dropout", float),
+        "--recurrent-dropout": ("recurrent_dropout", float),
+        "--embedding-dropout": ("embedding_dropout", float),
+    }
+    for flag, (key, kind) in expected.items():
+        if flag in options:
+            assert saved[key] == kind(options[options.index(flag) + 1]), key
+    if "--weight-tying" in options:
+        assert saved["weight_tying"] and saved["embedding"] == saved["hidden"] == 32
+        assert blob["model"]["embed.weight"].data_ptr() == blob["model"]["head.weight"].data_ptr()
+    if "--input" in options:
+        assert saved["embedding"] == len(blob["vocab"]) and "embed.weight" not in blob["model"]
+    if "--scheduled-sampling" in options:
+        assert saved["scheduled_sampling"] == [0.0, 0.5]
+        assert "ss_rate" in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    if "--log-grad-norms" in options:
+        assert (out / "grad_norms.jsonl").is_file()
+        assert "gradient reaching back" in trained.stderr
+
+    sampled = invoke("sample", out, "--prime", "the ", "--length", "40", "--seed", "1")
+    assert sampled.exit_code == 0 and sampled.stdout.startswith("the ") and len(sampled.stdout) == 45
+    scored = invoke("evaluate", out, small_text_file, "--json")
+    assert scored.exit_code == 0
+    assert (
+        abs(json.loads(scored.stdout)["nats"] - blob["progress"]["best_val"]) < 0.5
+    )  # same model, other text
+
+    resumed = invoke("train", small_text_file, "--resume", out, "--max-steps", "40", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    again = load_checkpoint(out / "last.pt")
+    assert again["progress"]["step"] == 40 and again["model_config"] == blob["model_config"]
+
+
+def test_family_options_change_on_resume_where_they_may(tmp_path, small_text_file):
+    out = tmp_path / "run"
+    assert invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS).exit_code == 0
+    changed = invoke(
+        "train", small_text_file, "--resume", out, "--max-steps", "35",
+        "--dropout-mode", "locked", "--embedding-dropout", "0.1",
+    )  # fmt: skip
+    assert changed.exit_code == 0, changed.output
+    assert "--dropout-mode standard -> locked" in changed.stderr
+    assert "--embedding-dropout 0.0 -> 0.1" in changed.stderr
+    assert load_checkpoint(out / "last.pt")["model_config"]["dropout_mode"] == "locked"
+    for flags, name in ((["--input", "onehot"], "--input"), (["--weight-tying"], "--weight-tying")):
+        refused = invoke("train", small_text_file, "--resume", out, "--max-steps", "40", *flags, "--quiet")
+        assert refused.exit_code == 1 and f"{name} " in refused.stderr and "contradicts" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--weight-tying", "--embedding", "8"], "--weight-tying needs --embedding equal to --hidden"),
+        (["--weight-tying", "--input", "onehot", "--embedding", "8"], "--input onehot has none"),
+        (["--input", "onehot", "--embedding", "16"], "--input onehot has none"),
+        (["--scheduled-sampling", "2"], "--scheduled-sampling '2'"),
+        (["--scheduled-sampling", "0:x"], "START:END"),
+    ],
+)
+def test_family_misuse_is_a_one_line_error(extra, expected, tmp_path, small_text_file):
+    flags = _tiny_flags_without("--embedding") if "--embedding" in extra else TINY_TRAIN_FLAGS
+    result = invoke("train", small_text_file, "--out", tmp_path / "run", *flags, *extra)
+    assert result.exit_code == 1, result.output
+    assert expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--dropout-mode", "zoneout"],
+        ["--input", "bytes"],
+        ["--recurrent-dropout", "1"],
+        ["--embedding-dropout", "-0.2"],
+        ["--cell", "peephole"],
+    ],
+)
+def test_family_out_of_range_options_get_the_usage_box(extra, small_text_file):
+    result = invoke("train", small_text_file, *extra)
+    assert result.exit_code == 2 and "Invalid value" in result.stderr
