@@ -24,14 +24,27 @@ from charrnn.vocab import Vocabulary
 VOCAB = Vocabulary(chr(c) for c in range(32, 97))  # 65 characters, like tiny-shakespeare
 
 
+def fused_copy(model: CharRNN) -> torch.nn.Module:
+    """The per-layer weights in one multi-layer fused module, as a plain PyTorch user holds them."""
+    cfg = model.config
+    fused_class = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cfg.cell]
+    fused = fused_class(cfg.embedding, cfg.hidden, cfg.layers, batch_first=True)
+    with torch.no_grad():
+        for k, layer in enumerate(model.rnns):
+            for name, value in layer.named_parameters():
+                getattr(fused, name.replace("_l0", f"_l{k}")).copy_(value)
+    return fused.eval()
+
+
 @torch.inference_mode()
 def bare_loop(model: CharRNN, streams: int, length: int) -> float:
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(streams, 1, dtype=torch.long)
+    rnn = fused_copy(model)
     state = None
     start = time.perf_counter()
     for _ in range(length):
-        out, state = model.rnn(model.embed(x), state)
+        out, state = rnn(model.embed(x), state)
         probs = torch.softmax(model.head(out[:, -1]), dim=-1)
         x = torch.multinomial(probs, 1, generator=g)
     return streams * length / (time.perf_counter() - start)

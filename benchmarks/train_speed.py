@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py            # all sizes, LSTM and GRU
     python benchmarks/train_speed.py --quick    # fewer steps
+    python benchmarks/train_speed.py --family   # every cell, input and dropout mode against the fused LSTM
 
 The reference is the plainest correct loop: embedding, fused nn.LSTM/nn.GRU, linear, cross-entropy,
 backward, gradient clipping, Adam step, hidden state carried and detached, on random ids. charrnn runs its
@@ -55,14 +56,24 @@ def bare_loop(cell: str, layers: int, hidden: int, batch: int, seq: int, vocab: 
     return batch * seq * steps / (time.perf_counter() - start)
 
 
-def charrnn_loop(corpus, cell: str, layers: int, hidden: int, batch: int, seq: int, steps: int) -> float:
-    """chars/s of Trainer.run() from the end of step 3 to the end of the last step (all per-step work)."""
+def charrnn_loop(
+    corpus, cell: str, layers: int, hidden: int, batch: int, seq: int, steps: int, **options
+) -> float:
+    """chars/s of Trainer.run() from the end of step 3 to the end of the last step (all per-step work).
+
+    `options` are further ModelConfig fields, or `scheduled_sampling`."""
+    sampling = options.pop("scheduled_sampling", None)
     model_config = ModelConfig(
-        len(corpus.vocab), cell=cell, layers=layers, hidden=hidden, embedding=64, dropout=0.0
+        len(corpus.vocab),
+        cell=cell,
+        layers=layers,
+        hidden=hidden,
+        **{"embedding": 64, "dropout": 0.0, **options},
     )
     config = TrainConfig(
-        batch_size=batch, seq_len=seq, max_steps=steps + 3, eval_every=10**9, val_fraction=0.0, device="cpu"
-    )
+        batch_size=batch, seq_len=seq, max_steps=steps + 3, eval_every=10**9, val_fraction=0.0, device="cpu",
+        scheduled_sampling=sampling,
+    )  # fmt: skip
     marks = {}
 
     def clock(trainer):
@@ -81,12 +92,53 @@ def eval_speed(corpus, cell: str, layers: int, hidden: int) -> float:
     return val.numel() / (time.perf_counter() - start)
 
 
+FAMILY = {
+    "lstm (fused)": {},
+    "gru (fused)": {"cell": "gru"},
+    "rnn (fused)": {"cell": "rnn"},
+    "peephole-lstm (stepped)": {"cell": "peephole-lstm"},
+    "lstm, one-hot input": {"input": "onehot", "embedding": 65},
+    "lstm, locked dropout 0.2": {"dropout": 0.2, "dropout_mode": "locked"},
+    "lstm, variational dropout 0.2": {"dropout": 0.2, "dropout_mode": "variational"},
+    "lstm, standard dropout 0.2": {"dropout": 0.2},
+    "lstm, tied weights (embedding = hidden)": {"weight_tying": True, "embedding": 0},
+    "lstm, scheduled sampling 0.25": {"scheduled_sampling": [0.25, 0.25]},
+}
+
+
+def family(corpus, repeats: int, quick: bool) -> None:
+    """Every variant against the fused LSTM (first row) at 2x128 (50x50) and 2x384 (16x64, the defaults)."""
+    rows = []
+    for layers, hidden, batch, seq in ((2, 128, 50, 50), (2, 384, 16, 64)):
+        steps = 12 if quick else 30
+        speeds = {name: [] for name in FAMILY}
+        for _ in range(repeats):  # interleaved, so drift hits every variant alike
+            for name, options in FAMILY.items():
+                options = dict(options)
+                if options.get("embedding") == 0:
+                    options["embedding"] = hidden
+                cell = options.pop("cell", "lstm")
+                speeds[name].append(charrnn_loop(corpus, cell, layers, hidden, batch, seq, steps, **options))
+        reference = median(speeds["lstm (fused)"])
+        for name, values in speeds.items():
+            rows.append([name, f"{layers}x{hidden}", f"{batch}x{seq}", f"{median(values):,.0f}",
+                         f"{median(values) / reference:.2f}"])  # fmt: skip
+            print(rows[-1], flush=True)
+    print()
+    print(machine())
+    print(table(["variant", "model", "batch x seq", "charrnn train chars/s", "speed vs fused lstm"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--family", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     corpus = load_text_file(shakespeare())
+    if args.family:
+        family(corpus, args.repeats, args.quick)
+        return
     rows = []
     for layers, hidden, batch, seq in SIZES:
         steps = (16 if hidden >= 512 else 60) // (2 if args.quick else 1)
