@@ -74,3 +74,29 @@ def test_cell_step_equals_the_fused_module(cell):
         state = cell_step(cell, gates_x, state, layer.weight_hh_l0, layer.bias_hh_l0)
         steps.append(state[0] if cell == "lstm" else state)
     torch.testing.assert_close(torch.stack(steps, dim=1), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_peephole_hand_written_backward_equals_autograd_through_the_stepped_cell():
+    torch.manual_seed(4)
+    layer = PeepholeLSTM(4, 6)
+    x = torch.randn(3, 9, 4, requires_grad=True)
+    h0, c0 = torch.randn(1, 3, 6), torch.randn(1, 3, 6)
+    out, (h, c) = layer(x, (h0, c0))
+    (out.square().sum() + h.sum() + c.sum()).backward()
+    expected = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    expected["x"] = x.grad.clone()
+    layer.zero_grad()
+    x.grad = None
+
+    state = (h0[0], c0[0])  # the reference: autograd through the one-step cell function
+    steps = []
+    for t in range(9):
+        gates_x = torch.nn.functional.linear(x[:, t], layer.weight_ih_l0, layer.bias_ih_l0)
+        state = cell_step(
+            "peephole-lstm", gates_x, state, layer.weight_hh_l0, layer.bias_hh_l0, layer.peephole_l0
+        )
+        steps.append(state[0])
+    (torch.stack(steps, 1).square().sum() + state[0].sum() + state[1].sum()).backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(x.grad, expected["x"], atol=1e-5, rtol=1e-4)
