@@ -46,7 +46,11 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
+                first = str(e).strip().splitlines()[0] if str(e).strip() else "write failed"
+                raise OSError(f"could not write {path} (is the disk full?): {first}") from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -96,6 +100,10 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict:
             pass  # surface permission problems as such, not as corruption
         if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; anything else is not ours
             raise CharrnnError(f"{file}: not a readable checkpoint (truncated or corrupted?)")
+        with zipfile.ZipFile(file) as archive:  # torch does not check the CRCs of the tensor data: we do
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise CharrnnError(f"{file}: checkpoint is corrupted (damaged data in {damaged})")
         blob = torch.load(file, map_location="cpu", weights_only=True)
     except CharrnnError:
         raise
@@ -157,5 +165,9 @@ def model_from_checkpoint(blob: dict, device: torch.device | str = "cpu") -> tup
         model.load_state_dict(blob["model"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CharrnnError(f"{blob.get('path')}: weights do not match the model config ({e})") from None
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise CharrnnError(
+            f"{blob.get('path')}: checkpoint has non-finite (NaN or infinite) weights; it is damaged"
+        )
     model.to(device).eval()
     return model, Vocabulary.from_list(blob["vocab"])

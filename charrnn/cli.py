@@ -93,6 +93,24 @@ def handles_errors(func):
             where = f"{e.filename}: " if e.filename else ""
             _error(f"{where}{e.strerror or e}")
             raise typer.Exit(1) from None
+        except MemoryError:
+            _error("not enough memory for this job; ask for less (--num-samples, --batch-size, --hidden)")
+            raise typer.Exit(1) from None
+        except UnicodeEncodeError as e:
+            _error(
+                f"the output cannot be written in this terminal's encoding ({e.encoding}); "
+                "set PYTHONIOENCODING=utf-8"
+            )
+            raise typer.Exit(1) from None
+        except Exception as e:  # a bug or an unforeseen failure: one line, the traceback on request
+            if os.environ.get("CHARRNN_DEBUG"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            _error(
+                f"unexpected {type(e).__name__}: {first[:300]}; rerun with CHARRNN_DEBUG=1 for the "
+                "traceback and please report it"
+            )
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -216,12 +234,13 @@ def train(
     lr: Annotated[
         float | None,
         typer.Option(
-            callback=lambda v: _check(v, v is None or v > 0, "must be above 0"),
+            callback=lambda v: _check(v, v is None or 0 < v <= 10, "must be above 0 and at most 10"),
             help="Peak learning rate (AdamW) [default: auto: 0.004 up to 384 hidden units, else 0.003].",
         ),
     ] = None,
     weight_decay: Annotated[
-        float | None, typer.Option(min=0.0, callback=_finite, help="AdamW weight decay [default: 0].")
+        float | None,
+        typer.Option(min=0.0, max=100.0, callback=_finite, help="AdamW weight decay [default: 0]."),
     ] = None,
     grad_clip: Annotated[
         float | None,
@@ -397,7 +416,11 @@ def sample(
 
     dev = pick_device(device.value)
     if prime == "-":
-        prime = decode_bytes(bytes(read_input_bytes("-")), source="the prime on standard input")
+        prime = decode_bytes(
+            bytes(read_input_bytes("-")),
+            source="the prime on standard input",
+            hint="give the prime as UTF-8 text",
+        )
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)
     prime = encode_prime(vocab, prime or "", drop_unknown)
@@ -478,8 +501,36 @@ def corpora() -> None:
 
 
 def main() -> None:
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if (
+            getattr(sys, name) is None
+        ):  # started with that stream closed (`<&-`, `>&-`): read or write nothing
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115
+    stdout_before = _stdout_identity()
     try:
         app()
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(0)
+    except SystemExit as e:
+        # Rich and Click answer a closed pipe while printing help by pointing stdout at /dev/null and exiting
+        # with 1; a closed pipe is not an error here
+        if e.code == 1 and stdout_before != _stdout_identity() == _identity(os.devnull):
+            sys.exit(0)
+        raise
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        st = os.fstat(sys.stdout.fileno())
+        return st.st_dev, st.st_ino
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -49,17 +49,24 @@ class Corpus:
         return self.ids[:n_train], self.ids[n_train:]
 
 
-def _describe_bad_utf8(data: bytes, error: UnicodeDecodeError, encoding: str) -> str:
+ENCODING_HINT = "pass --encoding (e.g. latin-1) or --lossy to replace undecodable bytes"
+
+
+def _describe_bad_utf8(data: bytes, error: UnicodeDecodeError, encoding: str, hint: str) -> str:
     start = max(0, error.start - 10)
-    snippet = data[start : error.start + 10]
-    return (
-        f"not valid {encoding}: byte 0x{data[error.start]:02x} at offset {error.start} "
-        f"(near {snippet!r}); pass --encoding (e.g. latin-1) or --lossy to replace undecodable bytes"
-    )
+    snippet = bytes(data[start : error.start + 10])
+    where = f"byte 0x{data[error.start]:02x} at offset {error.start} (near {snippet!r})"
+    return f"not valid {encoding}: {where}; {hint}"
 
 
-def decode_bytes(data: bytes, encoding: str = "utf-8", lossy: bool = False, source: str = "corpus") -> str:
-    """Bytes -> text, with an error that says where the text stops being valid."""
+def decode_bytes(
+    data: bytes,
+    encoding: str = "utf-8",
+    lossy: bool = False,
+    source: str = "corpus",
+    hint: str = ENCODING_HINT,
+) -> str:
+    """Bytes -> text, with an error that says where the text stops being valid (and `hint`, the fix)."""
     try:
         if not codecs.lookup(encoding)._is_text_encoding:
             raise LookupError
@@ -70,7 +77,7 @@ def decode_bytes(data: bytes, encoding: str = "utf-8", lossy: bool = False, sour
     except UnicodeDecodeError as e:
         if b"\x00" in data[: 1 << 20]:
             raise CharrnnError(f"{source} looks binary (it contains NUL bytes); give a text file") from None
-        raise CharrnnError(f"{source} is {_describe_bad_utf8(data, e, encoding)}") from None
+        raise CharrnnError(f"{source} is {_describe_bad_utf8(data, e, encoding, hint)}") from None
     if not lossy and "\x00" in text[: 1 << 20]:
         raise CharrnnError(f"{source} looks binary (it contains NUL characters); give a text file")
     return text
@@ -173,5 +180,6 @@ def _read_cache(cache_file: Path):
 def _write_cache(cache_file: Path, vocab: Vocabulary, ids: torch.Tensor) -> None:
     from charrnn.checkpoint import atomic_save
 
-    with contextlib.suppress(OSError):  # caching is an optimisation; a read-only cache must not stop training
+    # caching is an optimisation: a read-only or full cache folder must not stop training
+    with contextlib.suppress(OSError, RuntimeError):
         atomic_save({"vocab": vocab.to_list(), "ids": ids}, cache_file)

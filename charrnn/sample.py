@@ -54,8 +54,9 @@ def choose(
     """One next-character id per row of `logits` (N, V)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float()
-    # shift so the largest logit is 0: a tiny temperature then gives a peaked, not an overflowing, softmax
+    # shift so the largest logit is 0: a tiny temperature then gives a peaked, not an overflowing, softmax;
+    # in float64, where a temperature such as 1e-300 is still above zero
+    logits = logits.double()
     logits = filter_logits((logits - logits.max(dim=-1, keepdim=True).values) / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -408,14 +408,14 @@ class Trainer:
                     recent = since_shown.mean(reset=True)  # reading the loss waits for the device
                     if not math.isfinite(recent):
                         return "diverged", lr
+                    if eval_due:  # first, so the bar shows this evaluation's result
+                        score = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
+                        if score is not None and not math.isfinite(score.nats):
+                            return "diverged", lr
                     self._tick()
                     shown = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), 0.0)
                     bar.update_to(shown, p.step, recent, p.best_val, self._speed())
                     last_shown = time.perf_counter()
-                    if eval_due:
-                        score = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
-                        if score is not None and not math.isfinite(score.nats):
-                            return "diverged", lr
                 if self.on_step is not None:
                     self.on_step(self)
         finally:

@@ -1,3 +1,5 @@
+import zipfile
+
 import pytest
 import torch
 
@@ -67,6 +69,47 @@ def test_truncated_file(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CharrnnError, match="truncated or corrupted"):
         load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_damaged_tensor_data_is_detected(tmp_path):
+    """Bytes flipped inside the weights keep the archive's layout valid; the CRC check catches them."""
+    atomic_save(_blob(), tmp_path / "good.pt")
+    data = bytearray((tmp_path / "good.pt").read_bytes())
+    with zipfile.ZipFile(tmp_path / "good.pt") as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 16)
+    local = info.header_offset  # the local header's own name and extra lengths (torch pads the extra field)
+    name_len, extra_len = (
+        int.from_bytes(data[local + 26 : local + 28], "little"),
+        int.from_bytes(data[local + 28 : local + 30], "little"),
+    )
+    start = local + 30 + name_len + extra_len  # the member's raw bytes
+    data[start : start + 8] = b"\xff" * 8
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(CharrnnError, match="corrupted"):
+        load_checkpoint(tmp_path / "flipped.pt")
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    blob = _blob()
+    blob["model"]["head.bias"][0] = float("nan")
+    atomic_save(blob, tmp_path / "nan.pt")
+    with pytest.raises(CharrnnError, match="non-finite"):
+        model_from_checkpoint(load_checkpoint(tmp_path / "nan.pt"))
+
+
+def test_a_real_write_failure_is_an_os_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save(_blob(), path)
+    before = path.read_bytes()
+
+    def torch_disk_full(obj, f):  # what torch.save raises when the disk fills mid-write
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4358")
+
+    monkeypatch.setattr(torch, "save", torch_disk_full)
+    with pytest.raises(OSError, match="is the disk full"):
+        atomic_save(_blob(), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_text_file_and_foreign_torch_file(tmp_path):

@@ -268,6 +268,7 @@ def test_resume_on_another_text_with_the_same_characters_is_refused(tmp_path, sm
 def test_prime_from_stdin_must_be_text(trained_run):
     result = invoke("sample", trained_run, "--prime", "-", input=b"\xff\xfe abc")
     assert result.exit_code == 1 and "not valid utf-8" in result.stderr
+    assert "give the prime as UTF-8 text" in result.stderr and "--lossy" not in result.stderr
 
 
 def test_broken_separator_escape(trained_run):
@@ -278,9 +279,52 @@ def test_broken_separator_escape(trained_run):
 def test_extreme_temperatures(trained_run):
     nan = invoke("sample", trained_run, "-T", "nan")
     assert nan.exit_code == 2 and "Invalid value for '--temperature'" in nan.stderr
-    tiny = invoke("sample", trained_run, "-T", "1e-30", "-n", "30", "--seed", "1")
     greedy = invoke("sample", trained_run, "-T", "0", "-n", "30")
-    assert tiny.exit_code == 0 and tiny.stdout == greedy.stdout
+    for temperature in ("1e-30", "1e-300", "5e-324"):
+        tiny = invoke("sample", trained_run, "-T", temperature, "-n", "30", "--seed", "1")
+        assert tiny.exit_code == 0 and tiny.stdout == greedy.stdout, tiny.output
+
+
+def test_absurd_learning_rates_get_the_usage_box(small_text_file):
+    for flags in (["--lr", "3e38"], ["--weight-decay", "1e30"]):
+        result = invoke("train", small_text_file, *flags)
+        assert result.exit_code == 2 and "Invalid value" in result.stderr
+
+
+def test_a_save_on_a_full_disk_is_one_line(tmp_path, small_text_file, monkeypatch):
+    def torch_disk_full(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4358")
+
+    monkeypatch.setattr(torch, "save", torch_disk_full)  # the corpus cache fails too: that must not matter
+    result = invoke("train", small_text_file, "--out", tmp_path / "run", *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 1 and "is the disk full" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not list((tmp_path / "run").glob("*.pt")) and not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_unforeseen_failures_are_one_line_unless_debugging(trained_run, monkeypatch):
+    import charrnn.sample
+
+    def broken(*args, **kwargs):
+        raise ValueError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr(charrnn.sample, "generate", broken)
+    result = invoke("sample", trained_run, "-n", "5")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert (
+        "unexpected ValueError: something nobody expected" in result.stderr
+        and "CHARRNN_DEBUG" in result.stderr
+    )
+    monkeypatch.setenv("CHARRNN_DEBUG", "1")
+    assert isinstance(invoke("sample", trained_run, "-n", "5").exception, ValueError)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.delenv("CHARRNN_DEBUG")
+    monkeypatch.setattr(charrnn.sample, "generate", no_memory)
+    result = invoke("sample", trained_run, "-n", "5", "--num-samples", "3")
+    assert result.exit_code == 1 and "not enough memory" in result.stderr
 
 
 def test_corpus_errors(tmp_path):
@@ -408,6 +452,24 @@ def test_tables_to_a_closed_pipe_end_quietly(command, trained_run, small_text_fi
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert stderr == b""
+
+
+def test_help_to_a_closed_pipe_ends_quietly():
+    proc = subprocess.Popen(_cli("sample", "--help"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and stderr == b""
+
+
+def test_closed_standard_streams(trained_run):
+    closed_out = subprocess.run(
+        " ".join(_cli("sample", trained_run, "-n", "5")) + " >&-", shell=True, capture_output=True
+    )
+    assert closed_out.returncode == 0 and b"Traceback" not in closed_out.stderr
+    closed_in = subprocess.run(
+        " ".join(_cli("evaluate", trained_run, "-")) + " <&-", shell=True, capture_output=True
+    )
+    assert closed_in.returncode == 1 and closed_in.stderr.count(b"\n") == 1, closed_in.stderr
 
 
 def test_closed_pipe_ends_quietly(trained_run):
