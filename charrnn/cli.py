@@ -79,6 +79,8 @@ def handles_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise  # Typer's own exits and usage errors
         except CharrnnError as e:
             _error(str(e))
             raise typer.Exit(1) from None

@@ -40,6 +40,10 @@ SHOWN_DISTANCES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def summarise(norms: list[float]) -> list[tuple[int, float]]:
-    """(distance, norm relative to distance 0) at the shown distances that fit the window."""
+    """(distance, norm relative to distance 0) at the shown distances that fit the window, and the
+    window's far end."""
     base = norms[0] if norms and norms[0] > 0 else 1.0
-    return [(d, norms[d] / base) for d in SHOWN_DISTANCES if d < len(norms)]
+    distances = [d for d in SHOWN_DISTANCES if d < len(norms)]
+    if norms and distances[-1] != len(norms) - 1:
+        distances.append(len(norms) - 1)
+    return [(d, norms[d] / base) for d in distances]

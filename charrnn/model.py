@@ -108,13 +108,20 @@ class CharRNN(nn.Module):
             masks.chars = keep_mask((c.vocab_size,), c.embedding_dropout, device)
         locked = c.dropout_mode in ("locked", "variational") and c.dropout > 0
         for k in range(c.layers):
-            size = c.input_size if k == 0 else c.hidden
-            masks.layer_inputs.append(keep_mask((batch_size, 1, size), c.dropout, device) if locked else None)
+            size, rate = (c.input_size if k == 0 else c.hidden), self.input_dropout(k)
+            masks.layer_inputs.append(
+                keep_mask((batch_size, 1, size), rate, device) if locked and rate else None
+            )
             w = self.rnns[k].weight_hh_l0
             p = c.weight_dropout
             masks.w_hh.append(w * keep_mask(w.shape, p, w.device, w.dtype) if p > 0 else None)
         masks.output = keep_mask((batch_size, 1, c.hidden), c.dropout, device) if locked else None
         return masks
+
+    def input_dropout(self, k: int) -> float:
+        """Dropout rate on layer k's input. Not on one-hot vectors: dropping their one non-zero entry would
+        erase the character (--embedding-dropout does that on purpose), so there only between layers."""
+        return 0.0 if k == 0 and self.config.input == "onehot" else self.config.dropout
 
     def inputs(self, ids: torch.Tensor, masks: WindowMasks) -> torch.Tensor:
         """(N, T) ids -> (N, T, D) input vectors, embedding dropout applied."""
@@ -132,7 +139,7 @@ class CharRNN(nn.Module):
         new_h, new_c = [], []
         for k, layer in enumerate(self.rnns):
             mask = masks.layer_inputs[k] if masks.layer_inputs else None
-            x = apply_mask(x, mask, c.dropout, self.training)
+            x = apply_mask(x, mask, self.input_dropout(k), self.training)
             layer_state = _layer_state(state, k)
             w_hh = masks.w_hh[k] if masks.w_hh else None
             if w_hh is None:
@@ -170,7 +177,7 @@ class CharRNN(nn.Module):
                 if masks.layer_inputs and masks.layer_inputs[k] is not None
                 else None
             )
-            x = apply_mask(x, mask, c.dropout, self.training)
+            x = apply_mask(x, mask, self.input_dropout(k), self.training)
             layer_state = (state[0][k], state[1][k]) if isinstance(state, tuple) else state[k]
             w_hh = masks.w_hh[k] if masks.w_hh else None
             out = layer_step(c.cell, layer, x, layer_state, w_hh)

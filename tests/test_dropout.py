@@ -79,3 +79,14 @@ def test_embedding_dropout_removes_whole_characters():
     assert 0 < zero.float().mean() < 1
     kept = ~zero
     torch.testing.assert_close(x[kept], model.embed(ids)[kept] * 2)
+
+
+@pytest.mark.parametrize("mode", ["standard", "locked"])
+def test_one_hot_inputs_are_not_dropped_but_the_layers_between_are(mode):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=9, input="onehot", embedding=9, layers=2, hidden=12, dropout=0.5)
+    config.dropout_mode = mode
+    model = CharRNN(config).train()
+    first, second = _recorded_layer_inputs(model, torch.randint(0, 9, (4, 10)))
+    assert torch.equal(first.sum(-1), torch.ones(4, 10))  # every character arrives
+    assert (second == 0).float().mean() > 0.3  # the layer above is dropped at 0.5
