@@ -194,6 +194,7 @@ def run_training(request: TrainRequest, console: Console) -> int:
             f"not enough memory for a {model_config.layers}x{model_config.hidden} model; "
             "use a smaller --hidden, --layers or --batch-size"
         ) from None
+    trainer.check_limits()  # before the notes: a refused resume changes nothing
     if not request.quiet:
         _print_header(console, corpus, trainer, config)
     for note in notes:

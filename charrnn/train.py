@@ -313,11 +313,7 @@ class Trainer:
         """Train until a limit, a signal or divergence; always leaves whole checkpoints behind."""
         p = self.progress
         self._check_output_folder()
-        if budget_fraction(self.config, p, self.batcher.batches_in_epoch(p.epoch), 0.0) >= 1.0:
-            raise CharrnnError(
-                f"this run already reached its limits (step {p.step}, {p.elapsed:.0f}s); "
-                "raise --max-steps, --epochs or --max-time to train further"
-            )
+        self.check_limits()
         self._clock = (time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
         stop = _StopRequest()
         with stop.installed():  # also during the final evaluation and save
@@ -334,6 +330,15 @@ class Trainer:
                 self.save("last.pt")
         self._tick()
         return TrainResult(self.run_dir, p, final, stopped_by, self._speed())
+
+    def check_limits(self) -> None:
+        """Refuse to start a run that its limits already stop (a resumed, finished run)."""
+        p = self.progress
+        if budget_fraction(self.config, p, self.batcher.batches_in_epoch(p.epoch), 0.0) >= 1.0:
+            raise CharrnnError(
+                f"this run already reached its limits (step {p.step}, {p.elapsed:.0f}s); "
+                "raise --max-steps, --epochs or --max-time to train further"
+            )
 
     def _check_output_folder(self) -> None:
         try:

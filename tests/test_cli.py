@@ -131,6 +131,8 @@ def test_resume_continues_and_refuses_contradicting_flags(trained_run, tmp_path,
     assert bad_cell.exit_code == 1 and "--cell" in bad_cell.stderr
     done = invoke("train", small_text_file, "--resume", out / "last.pt", "--quiet")
     assert done.exit_code == 1 and "raise --max-steps" in done.stderr
+    refused = invoke("train", small_text_file, "--resume", out, "--max-steps", "20", "--lr", "0.001")
+    assert refused.exit_code == 1 and "changed on resume" not in refused.stderr
     more = invoke("train", small_text_file, "--resume", out / "last.pt", "--max-steps", "40", "--lr", "0.001")
     assert more.exit_code == 0, more.output
     assert "--lr 0.004 -> 0.001" in more.stderr and "--max-steps 30 -> 40" in more.stderr
