@@ -54,9 +54,9 @@ def choose(
     """One next-character id per row of `logits` (N, V)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    # shift so the largest logit is 0: a tiny temperature then gives a peaked, not an overflowing, softmax;
-    # in float64, where a temperature such as 1e-300 is still above zero
-    logits = logits.double()
+    # shift so the largest logit is 0: a tiny temperature then gives a peaked, not an overflowing, softmax.
+    # float32, unless the temperature is too small for it (it would round to 0, and 0/0 is NaN)
+    logits = logits.float() if temperature >= torch.finfo(torch.float32).tiny else logits.double()
     logits = filter_logits((logits - logits.max(dim=-1, keepdim=True).values) / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
