@@ -12,8 +12,9 @@ Shapes: N batch rows, T time steps, D input size, H hidden size, G gates (LSTM 4
     gates_x        (N, G*H)   x_t @ W_ih^T + b_ih for one step
     step state     (N, H) tensors
 
-The one-step functions are plain differentiable tensor code: the peephole layer loops over them, scheduled
-sampling steps through them with gradients, and the sampler uses them under inference mode.
+The one-step functions are plain differentiable tensor code: scheduled sampling steps through them with
+gradients, and they are the reference the peephole layer's hand-written backward is tested against. (The
+sampler's stepper does the same arithmetic in place, on weights prepared once, for speed.)
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from torch import nn
 
 FUSED_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 CELLS = ("lstm", "gru", "rnn", "peephole-lstm")
-GATES = {"lstm": 4, "gru": 3, "rnn": 1, "peephole-lstm": 4}
 
 
 def has_cell_state(cell: str) -> bool:
-    return GATES[cell] == 4
+    """LSTMs carry (h, c); GRUs and RNNs carry h alone."""
+    return cell in ("lstm", "peephole-lstm")
 
 
 def lstm_step(gates_x, h, c, w_hh_t, b_hh, peephole=None):
@@ -66,7 +67,7 @@ def rnn_step(gates_x, h, w_hh_t, b_hh):
 def cell_step(cell: str, gates_x, state, w_hh, b_hh, peephole=None):
     """Advance one step. `w_hh` is the (G*H, H) recurrent matrix as stored; returns the new step state."""
     w_hh_t = w_hh.t()
-    if cell in ("lstm", "peephole-lstm"):
+    if has_cell_state(cell):
         h, c = state
         return lstm_step(gates_x, h, c, w_hh_t, b_hh, peephole)
     if cell == "gru":

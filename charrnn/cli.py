@@ -503,10 +503,9 @@ def corpora() -> None:
 
 
 def main() -> None:
+    # started with a standard stream closed (`<&-`, `>&-`): read or write nothing through it
     for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
-        if (
-            getattr(sys, name) is None
-        ):  # started with that stream closed (`<&-`, `>&-`): read or write nothing
+        if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115
     stdout_before = _stdout_identity()
     try:

@@ -40,6 +40,12 @@ class WindowMasks:
     w_hh: list[torch.Tensor | None] = field(default_factory=list)  # dropped recurrent matrices per layer
     chars: torch.Tensor | None = None  # (V,) embedding dropout
 
+    def layer_input(self, k: int) -> torch.Tensor | None:
+        return self.layer_inputs[k] if self.layer_inputs else None
+
+    def recurrent_weight(self, k: int) -> torch.Tensor | None:
+        return self.w_hh[k] if self.w_hh else None
+
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor | None, p: float, training: bool) -> torch.Tensor:
     """Locked dropout when a mask was drawn for the window, else standard dropout at rate p."""

@@ -138,10 +138,9 @@ class CharRNN(nn.Module):
         c = self.config
         new_h, new_c = [], []
         for k, layer in enumerate(self.rnns):
-            mask = masks.layer_inputs[k] if masks.layer_inputs else None
-            x = apply_mask(x, mask, self.input_dropout(k), self.training)
+            x = apply_mask(x, masks.layer_input(k), self.input_dropout(k), self.training)
             layer_state = _layer_state(state, k)
-            w_hh = masks.w_hh[k] if masks.w_hh else None
+            w_hh = masks.recurrent_weight(k)
             if w_hh is None:
                 x, out_state = layer(x, layer_state)
             else:
@@ -172,15 +171,10 @@ class CharRNN(nn.Module):
         x = self.inputs(ids.unsqueeze(1), masks)[:, 0]
         new_h, new_c = [], []
         for k, layer in enumerate(self.rnns):
-            mask = (
-                masks.layer_inputs[k][:, 0]
-                if masks.layer_inputs and masks.layer_inputs[k] is not None
-                else None
-            )
-            x = apply_mask(x, mask, self.input_dropout(k), self.training)
+            mask = masks.layer_input(k)
+            x = apply_mask(x, None if mask is None else mask[:, 0], self.input_dropout(k), self.training)
             layer_state = (state[0][k], state[1][k]) if isinstance(state, tuple) else state[k]
-            w_hh = masks.w_hh[k] if masks.w_hh else None
-            out = layer_step(c.cell, layer, x, layer_state, w_hh)
+            out = layer_step(c.cell, layer, x, layer_state, masks.recurrent_weight(k))
             if isinstance(out, tuple):
                 x = out[0]
                 new_h.append(out[0])

@@ -60,7 +60,7 @@ class Stepper:
         x = None
         for k in range(self.layers):
             gates = self.input_table[ids] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih_t[k])
-            if self.cell in ("lstm", "peephole-lstm"):
+            if has_cell_state(self.cell):
                 h, c = state[k]
                 gates.addmm_(h, self.w_hh_t[k])
                 i, f, g, o = gates.chunk(4, dim=1)

@@ -435,7 +435,8 @@ class Trainer:
         ):
             if sampling_rate > 0:
                 logits, state, fed = scheduled_forward(self.model, x, self.state, sampling_rate)
-                self.fed_fraction.add(fed[:, 1:].float().mean())
+                if fed.size(1) > 1:  # a window's first input is always the true character
+                    self.fed_fraction.add(fed[:, 1:].float().mean())
             else:
                 logits, state = self.model(x, self.state)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
