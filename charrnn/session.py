@@ -10,6 +10,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -244,10 +245,12 @@ def _describe_options(m: ModelConfig, config: TrainConfig) -> str:
 
 
 def _gradient_reach_table(norms: list[float]) -> Table:
-    table = Table(title="gradient reaching back (relative to the last step)", title_justify="left")
+    table = Table(
+        title="gradient reaching back d steps (relative to d = 0)", title_justify="left", box=box.SIMPLE
+    )
     shown = summarise(norms)
     for distance, _ in shown:
-        table.add_column(f"{distance}", justify="right")
+        table.add_column(f"{distance}", justify="right", min_width=7)
     table.add_row(*(f"{ratio:.1e}" for _, ratio in shown))
     return table
 
