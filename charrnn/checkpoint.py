@@ -5,6 +5,7 @@ and a crafted file cannot run code):
     format, version        identify the file and its layout
     model_config           ModelConfig as a dict
     vocab                  list of characters, id order
+    level                  "char", or "byte" for byte-level models (absent before: "char")
     model                  state_dict
     optimizer              optimiser state_dict (absent in weights-only exports)
     train_config           TrainConfig as a dict
@@ -170,4 +171,8 @@ def model_from_checkpoint(blob: dict, device: torch.device | str = "cpu") -> tup
             f"{blob.get('path')}: checkpoint has non-finite (NaN or infinite) weights; it is damaged"
         )
     model.to(device).eval()
-    return model, Vocabulary.from_list(blob["vocab"])
+    try:
+        vocab = Vocabulary.from_list(blob["vocab"], blob.get("level", "char"))
+    except (ValueError, TypeError):
+        raise CharrnnError(f"{blob.get('path')}: checkpoint holds a damaged vocabulary") from None
+    return model, vocab

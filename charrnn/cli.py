@@ -51,6 +51,11 @@ class DropoutMode(str, Enum):
     variational = "variational"
 
 
+class Level(str, Enum):
+    char = "char"
+    byte = "byte"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -146,7 +151,11 @@ def _finite(value):
 @handles_errors
 def train(
     corpus: Annotated[
-        str, typer.Argument(help="Text file, '-' for stdin, or a named corpus (see `charrnn corpora`).")
+        str,
+        typer.Argument(
+            help="Text file, '-' for stdin, a folder (every file under it), a quoted glob such as "
+            "'src/**/*.py', or a named corpus (see `charrnn corpora`)."
+        ),
     ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder [default: checkpoints/<corpus name>].")
@@ -279,6 +288,14 @@ def train(
             help="Last fraction of the text held out for validation [default: 0.1].",
         ),
     ] = None,
+    val_chars: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Validation characters scored at each evaluation: the first N of the held-out text, the "
+            "same slice every time; 0 scores all of it [default: 250000].",
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(min=0, max=2**63 - 1, help="Random seed [default: 1337].")
     ] = None,
@@ -310,13 +327,45 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start afresh in a run folder that already holds a run.")
     ] = False,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
+    encoding: Annotated[
+        str | None, typer.Option(help="Text encoding of the corpus [default: utf-8].")
+    ] = None,
     lossy: Annotated[
         bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
     ] = False,
+    level: Annotated[
+        Level | None,
+        typer.Option(
+            help="char: the corpus's characters are the symbols; byte: the 256 byte values are (any input "
+            "trains, nothing is ever unknown) [default: char, or the checkpoint's when resuming].",
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="For a folder or glob corpus: keep only files whose relative path or name matches this "
+            "glob (repeatable).",
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="For a folder or glob corpus: leave out files whose relative path or name matches this "
+            "glob (repeatable).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
-    """Train a character model on a text and write checkpoints to its run folder."""
+    """Train a character model on a text and write checkpoints to its run folder.
+
+    Examples:
+
+      charrnn train shakespeare --max-time 10m
+
+      charrnn train src/ --include '*.py' --max-time 30m --out runs/code
+
+      charrnn train 'logs/**/*.txt' --level byte --max-steps 5000
+    """
     from charrnn.session import TrainRequest, run_training
 
     request = TrainRequest(
@@ -326,6 +375,9 @@ def train(
         overwrite=overwrite,
         encoding=encoding,
         lossy=lossy,
+        level=level.value if level else None,
+        include=include or [],
+        exclude=exclude or [],
         quiet=quiet,
         model={
             "cell": cell.value if cell else None,
@@ -351,6 +403,7 @@ def train(
             "max_time": max_time,
             "eval_every": eval_every,
             "val_fraction": val_fraction,
+            "val_chars": val_chars,
             "seed": seed,
             "device": device.value if device else None,
             "precision": precision.value if precision else None,
@@ -436,18 +489,21 @@ def sample(
             f"--separator {separator!r} has a broken backslash escape; write \\\\ for a backslash"
         ) from None
     out = sys.stdout
-    chars = vocab.chars
     out.write(prime)
     out.flush()
+    decoders = [vocab.decoder() for _ in range(num_samples)]  # bytes become text as characters complete
     others: list[list[str]] = [[] for _ in range(num_samples - 1)]
     for ids in generate(model, vocab, prime, config, dev):
         row = ids.tolist()
-        out.write(chars[row[0]])
-        out.flush()
-        for buffer, i in zip(others, row[1:], strict=True):
-            buffer.append(chars[i])
-    for buffer in others:
-        out.write(sep + prime + "".join(buffer))
+        piece = decoders[0].feed(row[0])
+        if piece:
+            out.write(piece)
+            out.flush()
+        for buffer, decoder, i in zip(others, decoders[1:], row[1:], strict=True):
+            buffer.append(decoder.feed(i))
+    out.write(decoders[0].flush())
+    for buffer, decoder in zip(others, decoders[1:], strict=True):
+        out.write(sep + prime + "".join(buffer) + decoder.flush())
     out.write("\n")
     out.flush()
 
@@ -462,16 +518,22 @@ def evaluate(
         bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    encoding: Annotated[str | None, typer.Option(help="Text encoding of the file [default: utf-8].")] = None,
     lossy: Annotated[
         bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
     ] = False,
 ) -> None:
-    """Score how well a model predicts a text: nats and bits per character, perplexity."""
+    """Score how well a model predicts a text: nats and bits per character, perplexity.
+
+    The text is streamed through the model, so a file of any size is scored in constant memory.
+    Byte-level models report bits per byte.
+    """
     from charrnn.evaluate import score_text_file
 
     score, blob = score_text_file(checkpoint, text, device.value, encoding, lossy)
     result = {"checkpoint": blob["path"], "text": text, **score.to_dict()}
+    if score.unit == "byte":
+        result["bpb"] = score.bpc
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
@@ -479,11 +541,13 @@ def evaluate(
     table = Table(title=f"{text} scored by {blob['path']}", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("cross-entropy (nats/char)", f"{score.nats:.4f}")
-    table.add_row("bits per character", f"{score.bpc:.4f}")
+    short = "byte" if score.unit == "byte" else "char"
+    table.add_row(f"cross-entropy (nats/{short})", f"{score.nats:.4f}")
+    table.add_row(f"bits per {score.unit}", f"{score.bpc:.4f}")
     table.add_row("perplexity", f"{score.perplexity:.3f}")
-    table.add_row("characters scored", f"{score.chars:,}")
-    table.add_row("unknown characters (skipped)", f"{score.unknown:,}")
+    table.add_row(f"{score.unit}s scored", f"{score.chars:,}")
+    if score.unit != "byte":
+        table.add_row("unknown characters (skipped)", f"{score.unknown:,}")
     _print_stdout(table)
 
 

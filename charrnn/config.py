@@ -10,6 +10,9 @@ from charrnn.errors import CharrnnError
 
 # With no --max-steps, --epochs or --max-time, training stops after this many seconds.
 DEFAULT_MAX_TIME = 600.0
+# Validation characters scored at each evaluation during training: all of tiny-shakespeare's held-out text,
+# and a bounded cost (about 10 s at 2x512 on a 2-core CPU) however large the corpus.
+DEFAULT_VAL_CHARS = 250_000
 
 
 @dataclass
@@ -28,6 +31,7 @@ class TrainConfig:
     max_time: float | None = None  # seconds of training + evaluation
     eval_every: int = 500
     val_fraction: float = 0.1
+    val_chars: int | None = DEFAULT_VAL_CHARS  # score this many validation characters (None or 0: all)
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"

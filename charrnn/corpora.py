@@ -18,6 +18,7 @@ from pathlib import Path
 
 from charrnn.errors import CharrnnError
 from charrnn.paths import cache_dir
+from charrnn.sources import glob_root, is_glob
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,15 @@ def corpus_path(name: str) -> Path:
 
 
 def resolve(spec: str) -> tuple[str | Path, str]:
-    """A CORPUS argument -> (path or '-', run name). Paths win over names; unknown names are an error."""
+    """A CORPUS argument -> (path, glob pattern or '-'; run name). Paths win over names; unknown names are
+    an error."""
     if spec == "-":
         return "-", "stdin"
     path = Path(spec)
     if path.exists():
-        return path, path.stem
+        return path, (path.resolve().name or "corpus") if path.is_dir() else path.stem
+    if is_glob(spec):
+        return spec, glob_root(spec).resolve().name or "corpus"
     if spec in CORPORA:
         return corpus_path(spec), spec
     names = ", ".join(CORPORA)

@@ -1,62 +1,85 @@
-"""Reading a corpus: bytes from a file or stdin -> validated text -> compact id tensor, plus the split.
+"""Reading a corpus: a file, standard input, a folder or a glob -> a memory-mapped id tensor, plus the split.
 
-Large corpora never become Python lists: pure-ASCII UTF-8 input (the common case) is mapped byte by byte
-through a 256-entry lookup table, other text goes through `Vocabulary.encode`. The encoded result of a
-file is cached (keyed by path, size and modification time) so a second run on an unchanged file starts
-at once.
+The first use of a corpus encodes it in two streaming passes over fixed-size chunks (textstream.py):
+the vocabulary, then the ids, written to a token file (tokens.py) in the cache folder. Every later use
+maps that file: training, validation and resume read ids through the memory map, so memory does not
+grow with the corpus, and the corpus fingerprint that --resume checks comes from the file's header.
+
+The cache entry is named by the files' resolved paths, sizes and modification times, a hash of a single
+file's first and last MiB, and the encoding, lossy and level settings: a changed file is a new entry. A
+damaged entry is reported in one line and rebuilt. With no writable cache folder (or a full disk) the
+token file goes to a temporary folder instead and is deleted once mapped. Standard input is spooled to a
+temporary file first, then encoded the same way.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import functools
 import hashlib
 import os
+import shutil
 import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.paths import cache_dir
-from charrnn.vocab import Vocabulary
+from charrnn.sources import FILE_SEPARATOR, CorpusSource, find_source
+from charrnn.textstream import (
+    ENCODING_HINT,
+    IdMapper,
+    NotText,
+    SymbolCounter,
+    check_encoding,
+    codepoints,
+    describe_bad_bytes,
+    looks_binary,
+    open_input,
+    raw_bytes,
+    read_chunks,
+)
+from charrnn.tokens import DamagedTokenFile, TokenFile, map_ids, open_token_file, write_token_file
+from charrnn.vocab import LEVELS, Vocabulary, numpy_id_dtype
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: token files (version 1 kept torch-saved tensors in encoded/)
+Report = Callable[[str], None]
 
 
 @dataclass
 class Corpus:
-    """An encoded text: `ids` holds the text's characters as ids of `vocab`."""
+    """An encoded text: `ids` holds the text's symbols as ids of `vocab` (often a memory map)."""
 
     name: str
     vocab: Vocabulary
     ids: torch.Tensor
+    stored_fingerprint: str | None = None  # from the token file's header, when there is one
+    source: dict = field(default_factory=dict)  # what was encoded (files, skipped files)
 
     def __len__(self) -> int:
         return self.ids.numel()
 
+    @property
+    def level(self) -> str:
+        return self.vocab.level
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the encoded text: tells a resumed run whether it is on the same corpus."""
-        return hashlib.sha256(self.ids.contiguous().numpy().tobytes()).hexdigest()
+        if self.stored_fingerprint:
+            return self.stored_fingerprint
+        return hashlib.sha256(self.ids.contiguous().numpy()).hexdigest()
 
     def split(self, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The first (1 - val_fraction) of the text for training, the rest for validation."""
         n_val = int(len(self) * val_fraction)
         n_train = len(self) - n_val
         return self.ids[:n_train], self.ids[n_train:]
-
-
-ENCODING_HINT = "pass --encoding (e.g. latin-1) or --lossy to replace undecodable bytes"
-
-
-def _describe_bad_utf8(data: bytes, error: UnicodeDecodeError, encoding: str, hint: str) -> str:
-    start = max(0, error.start - 10)
-    snippet = bytes(data[start : error.start + 10])
-    where = f"byte 0x{data[error.start]:02x} at offset {error.start} (near {snippet!r})"
-    return f"not valid {encoding}: {where}; {hint}"
 
 
 def decode_bytes(
@@ -66,52 +89,25 @@ def decode_bytes(
     source: str = "corpus",
     hint: str = ENCODING_HINT,
 ) -> str:
-    """Bytes -> text, with an error that says where the text stops being valid (and `hint`, the fix)."""
-    try:
-        if not codecs.lookup(encoding)._is_text_encoding:
-            raise LookupError
-    except LookupError:
-        raise CharrnnError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+    """Bytes -> text, with an error that says where the text stops being valid (and `hint`, the fix).
+    For small texts (a prime); corpora and evaluated texts are streamed (see `load_corpus`)."""
+    check_encoding(encoding)
     try:
         text = data.decode(encoding, errors="replace" if lossy else "strict")
     except UnicodeDecodeError as e:
         if b"\x00" in data[: 1 << 20]:
             raise CharrnnError(f"{source} looks binary (it contains NUL bytes); give a text file") from None
-        raise CharrnnError(f"{source} is {_describe_bad_utf8(data, e, encoding, hint)}") from None
+        raise CharrnnError(
+            f"{source} is {describe_bad_bytes(data, e.start, e.start, encoding, hint)}"
+        ) from None
     if not lossy and "\x00" in text[: 1 << 20]:
         raise CharrnnError(f"{source} looks binary (it contains NUL characters); give a text file")
     return text
 
 
-def encode_bytes(
-    data: bytes | bytearray, encoding: str = "utf-8", lossy: bool = False, source: str = "corpus"
-):
-    """Bytes -> (Vocabulary, ids). ASCII input takes a byte-level path that never builds a str."""
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "ascii") and data.isascii():
-        if not lossy and b"\x00" in data[: 1 << 20]:
-            raise CharrnnError(f"{source} looks binary (it contains NUL characters); give a text file")
-        raw = torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
-        present = torch.bincount(raw, minlength=128).nonzero().flatten()
-        vocab = Vocabulary(chr(c) for c in present.tolist())
-        table = torch.zeros(128, dtype=vocab.dtype)
-        table[present] = torch.arange(len(present), dtype=torch.int32).to(vocab.dtype)
-        return vocab, table[raw.long()] if raw.numel() < (1 << 26) else _lookup_chunked(table, raw)
-    text = decode_bytes(data, encoding, lossy, source)
-    vocab = Vocabulary.from_text(text)
-    return vocab, vocab.encode(text)
-
-
-def _lookup_chunked(table: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-    """table[raw] in slices, so a huge corpus never needs an int64 copy of itself."""
-    out = torch.empty(raw.numel(), dtype=table.dtype)
-    step = 1 << 24
-    for start in range(0, raw.numel(), step):
-        out[start : start + step] = table[raw[start : start + step].long()]
-    return out
-
-
 def read_input_bytes(path: str | Path) -> bytearray:
-    """The bytes of a file, or of stdin for '-', with one-line errors for the usual mistakes."""
+    """The bytes of a small file (a prime), or of stdin for '-', with one-line errors for the usual
+    mistakes."""
     if str(path) == "-":
         return bytearray(sys.stdin.buffer.read())
     path = Path(path)
@@ -133,53 +129,243 @@ def read_input_bytes(path: str | Path) -> bytearray:
         raise CharrnnError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _cache_key(path: Path, encoding: str, lossy: bool) -> str:
-    st = path.stat()
-    raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{encoding}|{lossy}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+def _ignore(_: str) -> None:
+    pass
 
 
-def load_text_file(
-    path: str | Path,
+def check_level(level: str, encoding: str | None, lossy: bool) -> None:
+    """--level byte reads bytes as they are: an encoding or --lossy would mean nothing."""
+    if level not in LEVELS:
+        raise CharrnnError(f"--level {level!r}: choose char or byte")
+    if level == "byte" and (encoding is not None or lossy):
+        flag = "--encoding" if encoding is not None else "--lossy"
+        raise CharrnnError(
+            f"{flag} has no effect with --level byte (any bytes are valid symbols there); drop {flag}"
+        )
+
+
+def load_corpus(
+    spec: str | Path,
     name: str | None = None,
+    encoding: str | None = None,
+    lossy: bool = False,
+    level: str = "char",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    use_cache: bool = True,
+    report: Report | None = None,
+) -> Corpus:
+    """Encode a corpus (a file, '-' for stdin, a folder or a glob pattern) or map its cached encoding.
+
+    `report` receives one-line notes for the user (skipped files, a rebuilt cache entry, no cache).
+    """
+    report = report or _ignore
+    check_level(level, encoding, lossy)
+    encoding = encoding or "utf-8"
+    check_encoding(encoding)
+    if str(spec) == "-":
+        if include or exclude:
+            raise CharrnnError("--include and --exclude filter folder and glob corpora, not standard input")
+        with _spooled_stdin() as spooled:
+            source = CorpusSource("stdin", "standard input", [spooled], stats=[(spooled.stat().st_size, 0)])
+            tokens = _encode_to_temporary(source, encoding, lossy, level)
+        return _corpus(name or "stdin", tokens, report)
+    source = find_source(spec, include, exclude)
+    corpus_name = name or (Path(str(spec)).stem if source.kind == "file" else _folder_name(source))
+    entry = None
+    if use_cache:
+        try:
+            entry = cache_dir("tokens") / f"{source.cache_key(CACHE_VERSION, encoding, lossy, level)}.tok"
+        except OSError as e:
+            report(_no_cache_note(e))
+    if entry is not None and entry.exists():
+        try:
+            return _corpus(corpus_name, open_token_file(entry), report)
+        except DamagedTokenFile as e:
+            report(f"cache entry for {source.label} was damaged ({e}); rebuilding it")
+            entry.unlink(missing_ok=True)
+    if entry is not None:
+        try:
+            _encode(source, encoding, lossy, level, entry)
+            return _corpus(corpus_name, open_token_file(entry), report)
+        except (OSError, DamagedTokenFile) as e:  # read-only or full cache folder
+            report(_no_cache_note(e))
+    return _corpus(corpus_name, _encode_to_temporary(source, encoding, lossy, level), report)
+
+
+load_text_file = load_corpus  # the name earlier releases documented
+
+
+def _folder_name(source: CorpusSource) -> str:
+    root = source.root.resolve() if source.root is not None else None
+    return root.name if root is not None and root.name else "corpus"
+
+
+def _no_cache_note(error: BaseException) -> str:
+    reason = getattr(error, "strerror", None) or str(error)
+    folder = os.environ.get("CHARRNN_CACHE_DIR") or "the cache folder"
+    return (
+        f"note: cannot keep the encoded corpus in {folder} ({reason}); encoding into a temporary file "
+        "instead (set CHARRNN_CACHE_DIR to a writable folder with free space to skip this next time)"
+    )
+
+
+def _corpus(name: str, tokens: TokenFile, report: Report) -> Corpus:
+    info = tokens.source
+    if info.get("skipped"):
+        first = info.get("first_skipped", "")
+        report(
+            f"note: skipped {info['skipped']} of {info['skipped'] + info['files']} files that are not "
+            f"{info.get('what', 'text')} (first: {first})"
+        )
+    if len(tokens.ids) == 0:
+        raise CharrnnError(
+            f"{info.get('label', name)} is empty; give a text with at least a few hundred characters"
+        )
+    return Corpus(name, tokens.vocab, tokens.ids, tokens.fingerprint, info)
+
+
+def _encode_to_temporary(source: CorpusSource, encoding: str, lossy: bool, level: str) -> TokenFile:
+    """Encode into a token file in the system's temporary folder, map it and delete the file."""
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="charrnn-"))
+        path = folder / "corpus.tok"
+        _encode(source, encoding, lossy, level, path)
+        return open_token_file(path)  # the mapping outlives the deleted file
+    except OSError as e:
+        where = folder or tempfile.gettempdir()
+        raise CharrnnError(
+            f"cannot write the encoded corpus to {where} ({e.strerror or e}); free some space or set "
+            "CHARRNN_CACHE_DIR (or TMPDIR) to a writable folder"
+        ) from None
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: Path) -> None:
+    """The two passes: count the symbols (the vocabulary), then write the ids to the token file `dest`."""
+    kept, skipped = [], []
+    counter = SymbolCounter()
+    separator = np.frombuffer(FILE_SEPARATOR.encode("ascii"), dtype=np.uint8)
+    for path in source.files:
+        label = source.label if source.kind in ("file", "stdin") else str(path)
+        if level == "byte":
+            if source.several and looks_binary(path):
+                skipped.append(path)
+                continue
+            kept.append(path)
+            continue
+        this_file = SymbolCounter()
+        try:
+            for points in codepoints(path, encoding, lossy, label):
+                this_file.add(points)
+        except NotText:
+            if not source.several:
+                raise
+            skipped.append(path)
+            continue
+        kept.append(path)
+        counter.add_counts(this_file.counts)
+        if source.several:
+            counter.add(separator)
+    if source.several and not kept:
+        what = "binary" if level == "byte" else f"valid {encoding} text"
+        raise CharrnnError(
+            f"{source.label} holds no usable text file ({len(skipped)} skipped: not {what}); "
+            + ("check the files" if level == "byte" else "try --encoding or --lossy")
+        )
+    if level == "byte":
+        vocab = Vocabulary.for_bytes()
+        sizes = dict(zip(source.files, (size for size, _ in source.stats), strict=True))
+        count = sum(sizes[p] for p in kept) + (len(separator) * len(kept) if source.several else 0)
+    else:
+        vocab = counter.vocabulary()
+        count = counter.total
+    info = {
+        "label": source.label,
+        "kind": source.kind,
+        "files": len(kept),
+        "skipped": len(skipped),
+        "first_skipped": source.relative(skipped[0]) if skipped else "",
+        "what": "binary-free" if level == "byte" else f"{encoding} text",
+    }
+
+    def ids() -> Iterator[np.ndarray]:
+        mapper = IdMapper(vocab) if level == "char" else None
+        for path in kept:
+            label = source.label if not source.several else str(path)
+            chunks = raw_bytes(path, label) if mapper is None else codepoints(path, encoding, lossy, label)
+            for chunk in chunks:
+                yield chunk if mapper is None else mapper(chunk)
+            if source.several:
+                yield separator if mapper is None else mapper(separator)
+        if mapper is not None and mapper.unknown:
+            raise ValueError("new characters appeared")
+
+    try:
+        write_token_file(dest, vocab, count, ids(), info)
+    except (ValueError, NotText) as e:
+        raise CharrnnError(
+            f"{source.label} changed while it was being encoded ({e}); run the command again"
+        ) from None
+
+
+@contextlib.contextmanager
+def _spooled_stdin() -> Iterator[Path]:
+    """Standard input copied, chunk by chunk, into a temporary file (deleted afterwards)."""
+    folder = Path(tempfile.mkdtemp(prefix="charrnn-stdin-"))
+    try:
+        path = folder / "stdin"
+        try:
+            with open(path, "wb") as out:
+                for chunk in read_chunks(sys.stdin.buffer):
+                    out.write(chunk)
+        except OSError as e:
+            raise CharrnnError(
+                f"cannot spool standard input to {folder} ({e.strerror or e}); set TMPDIR to a folder with "
+                "free space"
+            ) from None
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def encode_with_vocab(
+    spec: str | Path,
+    vocab: Vocabulary,
     encoding: str = "utf-8",
     lossy: bool = False,
-    use_cache: bool = True,
-) -> Corpus:
-    """Load and encode a text file (or '-' for stdin), using the encoded-corpus cache for files."""
-    source = "standard input" if str(path) == "-" else str(path)
-    corpus_name = name or ("stdin" if str(path) == "-" else Path(path).stem)
-    cache_file = None
-    if use_cache and str(path) != "-" and Path(path).is_file():
-        try:
-            cache_file = cache_dir("encoded") / f"{_cache_key(Path(path), encoding, lossy)}.pt"
-        except OSError:
-            cache_file = None  # no writable cache folder: just encode every time
-        cached = _read_cache(cache_file) if cache_file else None
-        if cached is not None:
-            return Corpus(corpus_name, *cached)
-    data = read_input_bytes(path)
-    if len(data) == 0:
-        raise CharrnnError(f"{source} is empty; give a text with at least a few hundred characters")
-    vocab, ids = encode_bytes(data, encoding, lossy, source)
-    if cache_file is not None:
-        _write_cache(cache_file, vocab, ids)
-    return Corpus(corpus_name, vocab, ids)
+    label: str | None = None,
+) -> tuple[torch.Tensor, int]:
+    """A text file (or '-' for stdin) as memory-mapped ids of a fixed vocabulary, and how many of its
+    characters were outside it (dropped). Streams the text: memory does not grow with it.
 
-
-def _read_cache(cache_file: Path):
-    if not cache_file.exists():
-        return None
+    At the byte level the file's bytes are the ids, mapped directly; otherwise the ids go to an unnamed
+    temporary file that disappears when the mapping does.
+    """
+    if str(spec) == "-":
+        with _spooled_stdin() as spooled:
+            return encode_with_vocab(spooled, vocab, encoding, lossy, "standard input")
+    path = Path(spec)
+    label = label or str(spec)
+    if vocab.is_bytes:
+        with open_input(path, label) as f:
+            return map_ids(f.fileno(), np.dtype(np.uint8), 0, os.fstat(f.fileno()).st_size), 0
+    mapper = IdMapper(vocab)
+    dtype = numpy_id_dtype(len(vocab))
     try:
-        blob = torch.load(cache_file, weights_only=True)
-        return Vocabulary.from_list(blob["vocab"]), blob["ids"]
-    except Exception:
-        return None  # a damaged cache entry is rebuilt, never fatal
-
-
-def _write_cache(cache_file: Path, vocab: Vocabulary, ids: torch.Tensor) -> None:
-    from charrnn.checkpoint import atomic_save
-
-    # caching is an optimisation: a read-only or full cache folder must not stop training
-    with contextlib.suppress(OSError, RuntimeError):
-        atomic_save({"vocab": vocab.to_list(), "ids": ids}, cache_file)
+        with tempfile.TemporaryFile(prefix="charrnn-ids-") as out:
+            count = 0
+            for points in codepoints(path, encoding, lossy, label):
+                ids = mapper(points).astype(dtype)
+                out.write(ids)
+                count += ids.size
+            out.flush()
+            return map_ids(out.fileno(), dtype, 0, count), mapper.unknown
+    except OSError as e:
+        raise CharrnnError(
+            f"cannot write the encoded text to {tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a "
+            "folder with free space"
+        ) from None

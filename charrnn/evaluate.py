@@ -5,12 +5,15 @@ each stream is fed in chunks with its state carried. Every character but the fir
 once (the last target of stream s is the first character of stream s+1); the tail of the last stream is
 padded and masked out. Stream s > 0 starts from the state reached by reading the 256 characters before it,
 so no scored character lacks context; on tiny-shakespeare's validation text this matches a single
-sequential pass to within 0.001 nats (BENCHMARKS.md) at a fifth of its time.
+sequential pass to within 0.001 nats (BENCHMARKS.md) at a fifth of its time. Each model call covers at
+most MAX_CHUNK_POSITIONS positions and gathers only its own ids, so scoring a memory-mapped gigabyte
+needs no more memory than scoring a page.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -20,14 +23,16 @@ from charrnn.model import CharRNN
 
 LN2 = math.log(2)
 MIN_STREAM_CHARS = 512
+MAX_CHUNK_POSITIONS = 16384  # streams x characters per model call
 WARMUP_CHARS = 256  # context each stream reads, unscored, before its first scored character
 
 
 @dataclass
 class Score:
-    nats: float  # mean cross-entropy per character, natural log
-    chars: int  # characters scored
+    nats: float  # mean cross-entropy per character (per byte at the byte level), natural log
+    chars: int  # characters (bytes) scored
     unknown: int = 0  # characters outside the vocabulary (removed before scoring)
+    unit: str = "character"  # what one symbol is: "character", or "byte" for byte-level models
 
     @property
     def bpc(self) -> float:
@@ -52,35 +57,46 @@ def _prepend_zero_row(zero, warmed):
     return torch.cat([zero, warmed.to(zero.dtype)], dim=1)
 
 
+class EvaluationStopped(Exception):
+    """Raised by `score_ids` between chunks when its `should_stop` says so (a signal arrived)."""
+
+
+def chunk_length(streams: int) -> int:
+    """Characters per stream per model call: at most MAX_CHUNK_POSITIONS positions in all, so the
+    activations (positions x hidden x layers) and logits stay a few tens of MB whatever the text."""
+    return max(16, min(1024, MAX_CHUNK_POSITIONS // streams))
+
+
 @torch.inference_mode()
 def score_ids(
     model: CharRNN,
     ids: torch.Tensor,
     device: torch.device | str = "cpu",
     max_streams: int = 64,
-    chunk_len: int = 1024,
+    chunk_len: int | None = None,
     autocast_dtype: torch.dtype | None = None,
     warmup: int = WARMUP_CHARS,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Score:
     """Mean next-character cross-entropy over `ids` (1-D) with the state carried along each stream.
 
     Every stream after the first starts from the state reached by reading the `warmup` characters before
     it (unscored), so no character is predicted from a blank state except at the very start of the text.
+    `ids` may be a memory map: each chunk gathers just its (streams, chunk_len) window, so memory does not
+    grow with the text. `should_stop` is asked before every chunk; True raises EvaluationStopped.
     """
     n = ids.numel()
     if n < 2:
         return Score(nats=float("nan"), chars=0)
     streams = stream_count(n, max_streams)
     stream_len = math.ceil(n / streams)
-    padded = torch.zeros(streams * stream_len + 1, dtype=torch.long)
-    padded[:n] = ids.long()
-    valid = torch.zeros(streams * stream_len + 1, dtype=torch.bool)
-    valid[:n] = True
-    inputs = padded[:-1].view(streams, stream_len)
-    targets = padded[1:].view(streams, stream_len).clone()
-    # target j of a stream is scored if it is a real character and its input is too
-    mask = (valid[1:] & valid[:-1]).view(streams, stream_len)
-    targets[~mask] = -100
+    chunk_len = chunk_len or chunk_length(streams)
+    starts = torch.arange(streams, dtype=torch.long)[:, None] * stream_len  # (S, 1)
+
+    def gather(positions: torch.Tensor) -> torch.Tensor:
+        # past the end of the text (the last stream's tail) read the last id: those steps are not scored
+        return ids[positions.clamp(max=n - 1)].long().to(device)
+
     was_training = model.training
     model.eval()
     device_type = torch.device(device).type
@@ -90,59 +106,79 @@ def score_ids(
     state = None
     if warmup > 0 and streams > 1:
         width = min(warmup, stream_len)
-        starts = torch.arange(1, streams) * stream_len
-        before = padded[starts[:, None] - width + torch.arange(width)[None, :]].to(device)  # (S-1, width)
         with autocast:
-            _, warmed = model(before)
+            _, warmed = model(gather(starts[1:] - width + torch.arange(width)))  # (S-1, width)
         state = _prepend_zero_row(model.init_state(1, device), warmed)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, stream_len, chunk_len):
-        x = inputs[:, start : start + chunk_len].to(device)
-        y = targets[:, start : start + chunk_len].to(device)
-        with autocast:
-            logits, state = model(x, state)
-        total += F.cross_entropy(
-            logits.float().flatten(0, 1), y.flatten(), reduction="sum", ignore_index=-100
-        )
-    model.train(was_training)
-    count = int(mask.sum())
+    count = 0
+    try:
+        for start in range(0, stream_len, chunk_len):
+            if should_stop is not None and should_stop():
+                raise EvaluationStopped
+            positions = starts + start + torch.arange(min(chunk_len, stream_len - start))
+            scored = positions < n - 1  # its input is a real character and so is its target
+            x = gather(positions)
+            y = gather(positions + 1).masked_fill_(~scored.to(device), -100)
+            count += int(scored.sum())
+            with autocast:
+                logits, state = model(x, state)
+            total += F.cross_entropy(
+                logits.float().flatten(0, 1), y.flatten(), reduction="sum", ignore_index=-100
+            )
+    finally:
+        model.train(was_training)
     return Score(nats=float(total) / count, chars=count)
 
 
-def score_text(model: CharRNN, vocab, text: str, device: torch.device | str = "cpu") -> Score:
-    """Score a text; characters outside the vocabulary are removed first and counted in `unknown`."""
+def _check_scorable(known: int, unknown: int) -> None:
     from charrnn.errors import CharrnnError
 
+    if known >= 2:
+        return
+    if unknown:
+        raise CharrnnError(
+            f"too few of the text's characters are in the model's vocabulary ({unknown} unknown, "
+            f"{known} known); score a text in the language the model was trained on"
+        )
+    raise CharrnnError("the text is too short to score; it needs at least 2 characters")
+
+
+def score_text(model: CharRNN, vocab, text: str, device: torch.device | str = "cpu") -> Score:
+    """Score a text held in memory; characters outside the vocabulary are removed first and counted in
+    `unknown`. (Files go through `score_text_file`, which streams them.)"""
     unknown_set = set(vocab.unknown_chars(text))
     unknown = 0
     if unknown_set:
         kept = "".join(c for c in text if c not in unknown_set)
         unknown = len(text) - len(kept)
         text = kept
-    if len(text) < 2:
-        if unknown:
-            raise CharrnnError(
-                f"too few of the text's characters are in the model's vocabulary ({unknown} unknown, "
-                f"{len(text)} known); "
-                "score a text in the language the model was trained on"
-            )
-        raise CharrnnError("the text is too short to score; it needs at least 2 characters")
-    score = score_ids(model, vocab.encode(text), device)
+    ids = vocab.encode(text)
+    _check_scorable(ids.numel(), unknown)
+    score = score_ids(model, ids, device)
     score.unknown = unknown
+    score.unit = vocab.unit
     return score
 
 
 def score_text_file(
-    checkpoint, text_path: str, device: str = "auto", encoding: str = "utf-8", lossy: bool = False
+    checkpoint, text_path: str, device: str = "auto", encoding: str | None = None, lossy: bool = False
 ):
-    """Load a checkpoint and score a file (or '-' for stdin) with it: (Score, checkpoint dict)."""
+    """Load a checkpoint and score a file (or '-' for stdin) with it: (Score, checkpoint dict).
+
+    The file is streamed into ids on disk (see `corpus.encode_with_vocab`) and scored through a memory
+    map, so a file of any size is scored in constant memory.
+    """
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.corpus import decode_bytes, read_input_bytes
+    from charrnn.corpus import check_level, encode_with_vocab
     from charrnn.train import pick_device
 
     dev = pick_device(device)
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)
-    source = "standard input" if text_path == "-" else text_path
-    text = decode_bytes(bytes(read_input_bytes(text_path)), encoding, lossy, source)
-    return score_text(model, vocab, text, dev), blob
+    check_level(vocab.level, encoding, lossy)
+    ids, unknown = encode_with_vocab(text_path, vocab, encoding or "utf-8", lossy)
+    _check_scorable(ids.numel(), unknown)
+    score = score_ids(model, ids, dev)
+    score.unknown = unknown
+    score.unit = vocab.unit
+    return score, blob

@@ -85,27 +85,25 @@ def generate(
 ) -> Iterator[torch.Tensor]:
     """Yield `config.length` steps of new characters, each an (num_samples,) tensor of ids.
 
-    The prime must hold only known characters (see `encode_prime`). Without a prime the first input is a
-    newline (or the first vocabulary character if the corpus had no newline).
+    The prime must hold only known characters (see `encode_prime`); a byte-level model reads its UTF-8
+    bytes. Without a prime the first input is a newline (or the first vocabulary symbol if the corpus had
+    no newline).
     """
     config = config or SamplingConfig()
     n = config.num_samples
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
-    if not prime:
-        start = "\n" if "\n" in vocab else vocab.char(0)
-        warm, last = "", start
-    else:
-        warm, last = prime[:-1], prime[-1]
+    prime_ids = vocab.encode(prime).long() if prime else None
+    if prime_ids is None or prime_ids.numel() == 0:
+        prime_ids = torch.tensor([vocab.index("\n") if "\n" in vocab else 0])
     with torch.inference_mode():
         state = model.init_state(n, device)
-        if warm:
-            ids = vocab.encode(warm).long().to(device).unsqueeze(0).expand(n, -1)
-            _, state = model(ids, state)
+        if prime_ids.numel() > 1:  # all but the last symbol warm the state in one fused call
+            _, state = model(prime_ids[:-1].to(device).unsqueeze(0).expand(n, -1), state)
         stepper = Stepper(model)
         layer_state = stepper.split_state(state)
-        current = torch.full((n,), vocab.index(last), dtype=torch.long, device=device)
+        current = torch.full((n,), int(prime_ids[-1]), dtype=torch.long, device=device)
         for _ in range(config.length):
             logits = stepper.step(current, layer_state)
             current = choose(logits, config.temperature, generator, config.top_k, config.top_p)

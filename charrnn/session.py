@@ -18,7 +18,7 @@ from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
 from charrnn.corpora import resolve
-from charrnn.corpus import Corpus, load_text_file
+from charrnn.corpus import Corpus, load_corpus
 from charrnn.diagnostics import summarise
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2
@@ -49,8 +49,11 @@ class TrainRequest:
     out: Path | None = None
     resume: Path | None = None
     overwrite: bool = False
-    encoding: str = "utf-8"
+    encoding: str | None = None  # None: utf-8 (and not given, which --level byte needs)
     lossy: bool = False
+    level: str | None = None  # None: char, or the checkpoint's level when resuming
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     quiet: bool = False
     model: dict = field(
         default_factory=dict
@@ -151,8 +154,18 @@ def _settle_input_size(model_flags: dict, vocab_size: int) -> None:
 def run_training(request: TrainRequest, console: Console) -> int:
     """Train as the request says; returns the process exit status."""
     blob = load_checkpoint(request.resume, for_resume=True) if request.resume else None
+    level = _settle_level(request.level, blob)
     path, name = resolve(request.corpus)
-    corpus = load_text_file(path, name, request.encoding, request.lossy)
+    corpus = load_corpus(
+        path,
+        name,
+        request.encoding,
+        request.lossy,
+        level,
+        request.include,
+        request.exclude,
+        report=lambda note: console.print(note, markup=False, soft_wrap=True),
+    )
     model_config, config, notes = settle_configs(request, corpus, blob)
     if request.out is not None:
         run_dir = Path(request.out)
@@ -204,9 +217,23 @@ def run_training(request: TrainRequest, console: Console) -> int:
     return _report(console, request, result, trainer)
 
 
+def _settle_level(requested: str | None, blob: dict | None) -> str:
+    """The symbol level: as asked, else the checkpoint's when resuming, else characters."""
+    saved = blob.get("level", "char") if blob is not None else None
+    if requested is not None and saved is not None and requested != saved:
+        raise CharrnnError(
+            f"--level {requested} contradicts the checkpoint (--level {saved}); drop the flag to resume, "
+            "or start a new run without --resume"
+        )
+    return requested or saved or "char"
+
+
 def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: TrainConfig) -> None:
     m = trainer.model.config
     n_val = trainer.val_ids.numel()
+    n_eval = trainer.eval_ids.numel()
+    unit = "bytes" if corpus.vocab.is_bytes else "chars"
+    scored = f" (the first {n_eval:,} scored at each evaluation)" if n_eval < n_val else ""
     limits = [
         f"{config.max_steps} steps" if config.max_steps else None,
         f"{config.epochs:g} epochs" if config.epochs else None,
@@ -218,7 +245,8 @@ def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: Tr
     console.print(
         f"{start}training {m.cell} {m.layers}x{m.hidden} "
         f"({count_parameters(trainer.model) / 1e6:.2f}M params{options}) on "
-        f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val chars, {len(corpus.vocab)} symbols; "
+        f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val {unit}{scored}, "
+        f"{len(corpus.vocab)} symbols; "
         f"batch {config.batch_size}x{config.seq_len}, {trainer.device.type} {precision}; "
         f"stops at {' or '.join(x for x in limits if x)}",
         soft_wrap=True,

@@ -4,13 +4,17 @@ Each step takes the next (N, T) window of every stream, runs the model from the 
 with teacher forcing, and minimises next-character cross-entropy with AdamW, global-norm clipping and a
 warm-up + cosine learning-rate schedule. The schedule runs on "progress", the fraction of the budget
 spent: the largest of steps/max_steps, epochs/max_epochs and seconds/max_time, so a time budget gets a
-full decay too. Validation scores the whole held-out text (see evaluate.py) every `eval_every` steps and
-at the end; `best.pt` and `last.pt` are written atomically. SIGINT/SIGTERM finish the current step, save
-`last.pt` and return; a second signal aborts at once (the atomic writes keep every file whole).
+full decay too. Validation scores the held-out text (see evaluate.py), or its first `val_chars`
+characters, the same slice every time, every `eval_every` steps and at the end; `best.pt` and `last.pt`
+are written atomically. SIGINT/SIGTERM finish the current step (or stop an evaluation between two of its
+chunks), save `last.pt` and return; a second signal aborts at once (the atomic writes keep every file
+whole). The corpus may be a memory map: batches are cut from it as views and moved to the device one
+window at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,7 +35,7 @@ from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.diagnostics import gradient_reach
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import Score, score_ids
+from charrnn.evaluate import EvaluationStopped, Score, score_ids
 from charrnn.model import CharRNN, ModelConfig, detach_state
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
@@ -161,9 +165,9 @@ class Trainer:
         self.progress = Progress()
         train_ids, val_ids = corpus.split(config.val_fraction)
         self.val_ids = val_ids
-        self.batcher = StreamBatcher(
-            train_ids.to(self.device), config.batch_size, config.seq_len, config.seed
-        )
+        self.eval_ids = val_ids[: config.val_chars] if config.val_chars else val_ids  # scored each time
+        self.batcher = StreamBatcher(train_ids, config.batch_size, config.seq_len, config.seed)
+        self._stop: _StopRequest | None = None
         self.state = None
         self._fingerprint = corpus.fingerprint
         self.since_eval = _LossMeter(self.device)  # training loss since the last evaluation
@@ -219,10 +223,16 @@ class Trainer:
             "version": VERSION,
             "model_config": self.model.config.to_dict(),
             "vocab": self.corpus.vocab.to_list(),
+            "level": self.corpus.vocab.level,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "train_config": self.config.to_dict(),
-            "corpus": {"name": self.corpus.name, "chars": len(self.corpus), "sha256": self._fingerprint},
+            "corpus": {
+                "name": self.corpus.name,
+                "chars": len(self.corpus),
+                "sha256": self._fingerprint,
+                "level": self.corpus.vocab.level,
+            },
             "progress": {
                 "step": p.step,
                 "epoch": p.epoch,
@@ -246,10 +256,18 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> Score | None:
-        if self.val_ids.numel() < 2:
+        """Score the evaluation slice; raises EvaluationStopped if a stop signal arrives meanwhile."""
+        if self.eval_ids.numel() < 2:
             return None
         start = time.perf_counter()
-        score = score_ids(self.model, self.val_ids, self.device, autocast_dtype=self.autocast_dtype)
+        stop = self._stop
+        score = score_ids(
+            self.model,
+            self.eval_ids,
+            self.device,
+            autocast_dtype=self.autocast_dtype,
+            should_stop=(lambda: stop.signal_name is not None) if stop is not None else None,
+        )
         self.last_eval_seconds = time.perf_counter() - start
         return score
 
@@ -262,6 +280,7 @@ class Trainer:
             "val_loss": score.nats if score else None,
             "val_bpc": score.bpc if score else None,
             "val_ppl": score.perplexity if score else None,
+            "val_chars": score.chars if score else 0,
             "lr": lr,
             **self._scheduled_sampling_entry(),
             "elapsed": round(p.elapsed, 3),
@@ -293,9 +312,12 @@ class Trainer:
         A non-finite score means the weights are broken: nothing is saved, so best.pt stays good.
         """
         t0 = time.perf_counter()
-        score = self.evaluate()
-        self.progress.eval_time += time.perf_counter() - t0
-        self._tick()
+        try:
+            score = self.evaluate()
+        finally:
+            self.progress.eval_time += time.perf_counter() - t0
+            self._tick()
+        self.since_eval.reset()
         if score is not None and not math.isfinite(score.nats):
             return score
         self._record(score, train_loss, lr, self._speed())
@@ -315,16 +337,17 @@ class Trainer:
         self._check_output_folder()
         self.check_limits()
         self._clock = (time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
-        stop = _StopRequest()
+        stop = self._stop = _StopRequest()
         with stop.installed():  # also during the final evaluation and save
             stopped_by, lr = self._loop(stop)
             final = None
             if stopped_by == "limit" and (self.since_eval.count or not p.history):
-                final = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
+                with contextlib.suppress(EvaluationStopped):  # the signal is handled below
+                    final = self._evaluate_and_save(self.since_eval.mean(), lr)
                 if final is not None and not math.isfinite(final.nats):
                     stopped_by = "diverged"
             elif stopped_by == "limit" and p.history[-1]["val_loss"] is not None:
-                final = Score(p.history[-1]["val_loss"], self.val_ids.numel() - 1)
+                final = Score(p.history[-1]["val_loss"], p.history[-1].get("val_chars", 0))
             if stop.signal_name:  # also a signal that came during the final evaluation
                 stopped_by = f"signal:{stop.signal_name}"
                 self.save("last.pt")
@@ -354,9 +377,9 @@ class Trainer:
     def _eval_reserve(self) -> float:
         """Seconds to keep for the final evaluation: as long as the last one took, or before any, an
         estimate from the training speed (scoring a character costs about a third of training on it)."""
-        if self.last_eval_seconds or self.val_ids.numel() < 2 or self.progress.chars_seen == self._clock[3]:
+        if self.last_eval_seconds or self.eval_ids.numel() < 2 or self.progress.chars_seen == self._clock[3]:
             return self.last_eval_seconds
-        return self.val_ids.numel() / (3 * self._speed())
+        return self.eval_ids.numel() / (3 * self._speed())
 
     def _tick(self) -> None:
         """Bring `elapsed` up to the wall clock."""
@@ -393,6 +416,7 @@ class Trainer:
                 if p.batch == 0:
                     self.state = None  # each epoch starts the streams afresh
                 x, y = self.batcher.batch(p.epoch, p.batch)
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 state_in = self.state
                 rate = self.schedule.rate(frac) if self.schedule is not None else 0.0
                 loss = self._train_step(x, y, rate)
@@ -414,7 +438,10 @@ class Trainer:
                     if not math.isfinite(recent):
                         return "diverged", lr
                     if eval_due:  # first, so the bar shows this evaluation's result
-                        score = self._evaluate_and_save(self.since_eval.mean(reset=True), lr)
+                        try:
+                            score = self._evaluate_and_save(self.since_eval.mean(), lr)
+                        except EvaluationStopped:
+                            return f"signal:{stop.signal_name}", lr
                         if score is not None and not math.isfinite(score.nats):
                             return "diverged", lr
                     self._tick()
@@ -463,9 +490,12 @@ class _LossMeter:
     def mean(self, reset: bool = False) -> float:
         value = float(self.total) / self.count if self.count else math.nan
         if reset:
-            self.total.zero_()
-            self.count = 0
+            self.reset()
         return value
+
+    def reset(self) -> None:
+        self.total.zero_()
+        self.count = 0
 
 
 def _to_cpu(obj):

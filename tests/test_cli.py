@@ -212,12 +212,14 @@ def test_unwritable_output_folder(tmp_path, small_text_file):
 
 
 def test_unreadable_corpus(tmp_path, small_text_file, monkeypatch):
-    import charrnn.corpus
+    import charrnn.sources
+    import charrnn.textstream
 
     def denied(*args, **kwargs):  # chmod 000 does not stop root, so simulate the refusal
         raise PermissionError(13, "Permission denied", str(args[0]))
 
-    monkeypatch.setattr(charrnn.corpus, "open", denied, raising=False)
+    monkeypatch.setattr(charrnn.sources, "open", denied, raising=False)
+    monkeypatch.setattr(charrnn.textstream, "open", denied, raising=False)
     result = invoke("train", small_text_file, "--out", tmp_path / "run", *TINY_TRAIN_FLAGS)
     assert result.exit_code == 1 and "permission denied" in result.stderr
 
@@ -333,9 +335,11 @@ def test_corpus_errors(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "bin.dat").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 200)
+    (tmp_path / "empty-folder").mkdir()
     cases = [
         ("no-such-corpus", "not a named corpus"),
-        (tmp_path, "is a directory"),
+        (tmp_path, "holds no usable text file (2 skipped"),  # a folder corpus: empty files are left out
+        (tmp_path / "empty-folder", "holds no files"),
         (tmp_path / "empty.txt", "is empty"),
         (tmp_path / "bin.dat", "looks binary"),
         (tmp_path / "latin1.txt", "offset 3"),

@@ -36,7 +36,7 @@ def test_lossy_and_other_encodings(tmp_path):
     "make, expected",
     [
         (lambda p: p, "no such file"),
-        (lambda p: (p.mkdir(), p)[1], "is a directory"),
+        (lambda p: (p.mkdir(), p)[1], "holds no files"),
         (lambda p: (p.write_bytes(b""), p)[1], "is empty"),
         (lambda p: (p.write_bytes(b"\x7fELF\x00\x00\x01binary"), p)[1], "looks binary"),
     ],
@@ -54,7 +54,7 @@ def test_unknown_encoding_is_a_clear_error(small_text_file):
 
 def test_second_load_comes_from_the_cache(small_text_file, isolated_cache):
     first = load_text_file(small_text_file)
-    cached = list((isolated_cache / "encoded").glob("*.pt"))
+    cached = list((isolated_cache / "tokens").glob("*.tok"))
     assert len(cached) == 1
     second = load_text_file(small_text_file)
     assert torch.equal(first.ids, second.ids) and first.vocab == second.vocab

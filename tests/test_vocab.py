@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charrnn.corpus import encode_bytes
+from charrnn.corpus import load_corpus
 from charrnn.vocab import Vocabulary, id_dtype
 
 
@@ -22,10 +22,11 @@ def test_ids_follow_code_point_order():
 
 def test_smallest_dtype_is_chosen():
     assert id_dtype(256) == torch.uint8
-    assert id_dtype(257) == torch.int16
-    assert id_dtype(40000) == torch.int32
+    assert id_dtype(257) == torch.uint16
+    assert id_dtype(65536) == torch.uint16
+    assert id_dtype(65537) == torch.uint32
     big = Vocabulary(chr(0x4E00 + i) for i in range(300))
-    assert big.encode(big.chars[299]).dtype == torch.int16
+    assert big.encode(big.chars[299]).dtype == torch.uint16
     assert big.encode(big.chars[299]).item() == 299
 
 
@@ -37,12 +38,29 @@ def test_unknown_characters_are_named():
     assert vocab.unknown_chars("abz") == ["z"]
 
 
-def test_byte_fast_path_matches_text_path():
-    text = "Hello, world!\nSecond line.\n" * 10
-    fast_vocab, fast_ids = encode_bytes(text.encode())
-    slow_vocab = Vocabulary.from_text(text)
-    assert fast_vocab == slow_vocab
-    assert torch.equal(fast_ids, slow_vocab.encode(text))
+def test_streamed_file_encoding_matches_in_memory_encoding(tmp_path):
+    text = "Hello, world!\nSecond line.\n" * 10 + "and then naïve 東京 🙂\n"
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = load_corpus(path)
+    memory_vocab = Vocabulary.from_text(text)
+    assert corpus.vocab == memory_vocab
+    assert torch.equal(corpus.ids, memory_vocab.encode(text))
+
+
+def test_byte_vocabulary_encodes_utf8_and_decodes_in_pieces():
+    vocab = Vocabulary.for_bytes()
+    assert len(vocab) == 256 and vocab.is_bytes and vocab.unit == "byte"
+    ids = vocab.encode("é🙂")
+    assert ids.tolist() == list("é🙂".encode())
+    assert vocab.unknown_chars("anything ☃") == []
+    decoder = vocab.decoder()
+    pieces = [decoder.feed(i) for i in ids.tolist()]
+    assert pieces == ["", "é", "", "", "", "🙂"]  # shown once a character's last byte arrives
+    assert vocab.decode([0xFF, 0x41]) == "\ufffdA"  # only the invalid byte is replaced
+    decoder.feed(0xF0)
+    assert decoder.flush() == "\ufffd"  # an unfinished sequence at the end
+    assert Vocabulary.from_list(vocab.to_list(), "byte") == vocab != Vocabulary(vocab.chars)
 
 
 def test_plain_list_round_trip():

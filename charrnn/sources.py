@@ -1,0 +1,164 @@
+"""What a CORPUS argument names: one file, standard input, every file under a folder, or a glob's files.
+
+Folder and glob corpora are read as one text: the files in sorted path order, each followed by
+FILE_SEPARATOR (the ASCII file separator U+001C and a newline), so a model learns where one file ends and
+the next begins. A folder is walked recursively, skipping hidden files and folders (names starting with a
+dot: .git and the like) and empty files, and not following symbolic links to folders; a glob is expanded
+here (`**` crosses folders), so quote it on the command line. `--include`/`--exclude` patterns are
+matched against each file's path relative to the folder (or the glob's fixed leading part) and its name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from charrnn.errors import CharrnnError
+
+FILE_SEPARATOR = "\x1c\n"
+
+
+@dataclass
+class CorpusSource:
+    """The files behind a corpus, in reading order."""
+
+    kind: str  # "file", "folder", "glob" or "stdin"
+    label: str  # how messages name it
+    files: list[Path]
+    root: Path | None = None  # the folder, or the glob's fixed leading part (for relative names)
+    stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each file
+
+    @property
+    def several(self) -> bool:
+        """Folder and glob corpora: files are joined with separators and unreadable ones skipped."""
+        return self.kind in ("folder", "glob")
+
+    def relative(self, path: Path) -> str:
+        if self.root is None:
+            return str(path)
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def cache_key(self, *settings: object) -> str:
+        """Names the encoded form: every file's resolved path, size and modification time, and the
+        settings; for a single file also a hash of its first and last MiB (a file rewritten within the
+        same second with the same size is still told apart)."""
+        digest = hashlib.sha256(repr(settings).encode())
+        for path, (size, mtime) in zip(self.files, self.stats, strict=True):
+            digest.update(f"{path.resolve()}\0{size}\0{mtime}\n".encode())
+        if self.kind == "file":
+            try:
+                digest.update(_head_and_tail(self.files[0]))
+            except PermissionError:
+                raise CharrnnError(f"{self.label}: permission denied; check the file's permissions") from None
+            except OSError as e:
+                raise CharrnnError(f"{self.label}: cannot read ({e.strerror})") from None
+        return digest.hexdigest()[:32]
+
+
+def _head_and_tail(path: Path, size: int = 1 << 20) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(size)
+        end = f.seek(0, os.SEEK_END)
+        f.seek(max(len(head), end - size))
+        tail = f.read(size)
+    return hashlib.blake2b(head + b"\0" + tail, digest_size=16).digest()
+
+
+def _stat(path: Path, label: str) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except PermissionError:
+        raise CharrnnError(f"{label}: permission denied; check the file's permissions") from None
+    except OSError as e:
+        raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+    return st.st_size, st.st_mtime_ns
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _filter(
+    files: list[Path], root: Path | None, include: Sequence[str], exclude: Sequence[str]
+) -> list[Path]:
+    if not include and not exclude:
+        return files
+    kept = []
+    for path in files:
+        rel = path.relative_to(root).as_posix() if root is not None else path.as_posix()
+        if include and not _matches(rel, include):
+            continue
+        if exclude and _matches(rel, exclude):
+            continue
+        kept.append(path)
+    return kept
+
+
+def _walk(folder: Path) -> list[Path]:
+    files = []
+    for top, dirs, names in os.walk(folder, onerror=None, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files.extend(Path(top) / n for n in names if not n.startswith("."))
+    return sorted((f for f in files if f.is_file()), key=lambda p: p.as_posix())
+
+
+def glob_root(pattern: str) -> Path:
+    """The fixed leading folders of a glob pattern ('src/**/*.py' -> 'src')."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def is_glob(spec: str) -> bool:
+    return glob.has_magic(spec) and not Path(spec).exists()
+
+
+def find_source(spec: str | Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> CorpusSource:
+    """The files that a corpus argument names (a file, a folder or a glob pattern), in reading order."""
+    spec_text = str(spec)
+    path = Path(spec)
+    if is_glob(spec_text):
+        root = glob_root(spec_text)
+        found = sorted(
+            (Path(p) for p in glob.glob(spec_text, recursive=True) if Path(p).is_file()),
+            key=lambda p: p.as_posix(),
+        )
+        files = _filter(found, root, include, exclude)
+        source = CorpusSource("glob", repr(spec_text), files, root)
+        if not files:
+            what = "matches no file" if not found else "matches no file that --include/--exclude keep"
+            raise CharrnnError(f"the pattern {spec_text!r} {what}; check the pattern (quote it in the shell)")
+    elif path.is_dir():
+        found = _walk(path)
+        files = _filter(found, path, include, exclude)
+        source = CorpusSource("folder", f"folder {spec_text}", files, path)
+        if not files:
+            what = "holds no files" if not found else "holds no file that --include/--exclude keep"
+            raise CharrnnError(f"{spec_text} {what}; give a folder with text files in it")
+    else:
+        if include or exclude:
+            raise CharrnnError(
+                "--include and --exclude filter folder and glob corpora; drop them for a single file"
+            )
+        if not path.exists():
+            raise CharrnnError(f"{spec_text}: no such file")
+        source = CorpusSource("file", spec_text, [path])
+    source.stats = [_stat(f, str(f)) for f in source.files]
+    if source.several:  # empty files add nothing but a separator
+        kept = [(f, st) for f, st in zip(source.files, source.stats, strict=True) if st[0] > 0]
+        source.files, source.stats = [f for f, _ in kept], [st for _, st in kept]
+        if not source.files:
+            raise CharrnnError(f"{source.label} holds only empty files; give one with text in it")
+    return source

@@ -1,0 +1,199 @@
+"""Text files in fixed-size chunks: decoding with exact byte offsets, symbol counting and id mapping.
+
+Nothing here holds a whole file: a file is read CHUNK_BYTES at a time into one reused buffer and decoded
+with an incremental decoder, so a multi-byte character split between two chunks is joined, and a bad
+byte is reported with its offset in the file. Each chunk becomes a numpy array of code points: the raw
+bytes themselves when the chunk is plain ASCII in an ASCII-compatible encoding (no str is built), else
+the chunk's UTF-32 form. Pass 1 counts the code points (the vocabulary), pass 2 maps them to ids.
+
+Arrays yielded by `codepoints` and `raw_bytes` may view the reused buffer: use each before taking the
+next.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+from charrnn.vocab import Vocabulary
+
+CHUNK_BYTES = 1 << 24
+BINARY_PROBE = 1 << 20  # NUL characters in this many leading bytes or characters mean "binary"
+ENCODING_HINT = "pass --encoding (e.g. latin-1) or --lossy to replace undecodable bytes"
+# Encodings in which bytes 0-127 are the ASCII characters, one byte each: ASCII chunks skip decoding.
+_ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252", "latin-1"}
+
+
+class NotText(CharrnnError):
+    """A file that is not text in the chosen encoding (bad bytes, or NUL characters)."""
+
+
+def check_encoding(encoding: str) -> str:
+    """The codec's canonical name; a one-line error for names that are not text encodings."""
+    try:
+        info = codecs.lookup(encoding)
+        if not info._is_text_encoding:
+            raise LookupError
+    except LookupError:
+        raise CharrnnError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+    return info.name
+
+
+def read_chunks(stream: io.RawIOBase | io.BufferedIOBase, size: int = CHUNK_BYTES) -> Iterator[memoryview]:
+    """Successive chunks of a binary stream, read into one reused buffer."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while True:
+        n = stream.readinto(buffer)
+        if not n:
+            return
+        yield view[:n]
+
+
+def open_input(path: Path, label: str):
+    """Open a file for reading bytes, with one-line errors for the usual mistakes."""
+    try:
+        if path.is_dir():
+            raise CharrnnError(f"{label} is a directory; give a text file")
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise CharrnnError(f"{label}: no such file") from None
+    except PermissionError:
+        raise CharrnnError(f"{label}: permission denied; check the file's permissions") from None
+    except OSError as e:
+        raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+
+
+def _chunks_of(path: Path, label: str, chunk_bytes: int) -> Iterator[memoryview]:
+    with open_input(path, label) as f:
+        try:
+            yield from read_chunks(f, chunk_bytes)
+        except OSError as e:
+            raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+
+
+def describe_bad_bytes(data: bytes, start: int, offset: int, encoding: str, hint: str = ENCODING_HINT) -> str:
+    """'not valid ENC: byte 0x.. at offset N (near b'...'); HINT' for the bad byte data[start]."""
+    snippet = bytes(data[max(0, start - 10) : start + 10])
+    return f"not valid {encoding}: byte 0x{data[start]:02x} at offset {offset} (near {snippet!r}); {hint}"
+
+
+def codepoints(
+    path: Path,
+    encoding: str = "utf-8",
+    lossy: bool = False,
+    label: str | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[np.ndarray]:
+    """The code points of a text file, chunk by chunk (uint8 arrays for ASCII chunks, else uint32).
+
+    Raises NotText naming the offset of the first undecodable byte, or for NUL characters near the start
+    (unless lossy).
+    """
+    label = label or str(path)
+    codec = check_encoding(encoding)
+    decoder = codecs.getincrementaldecoder(encoding)("replace" if lossy else "strict")
+    ascii_fast = codec in _ASCII_COMPATIBLE
+    offset = chars = 0  # bytes read, characters produced
+    head = b""  # the first bytes, kept to tell binary files from badly encoded text
+    for chunk in _chunks_of(path, label, chunk_bytes):
+        raw = np.frombuffer(chunk, dtype=np.uint8)
+        if len(head) < BINARY_PROBE:
+            head += bytes(chunk[: BINARY_PROBE - len(head)])
+        pending = len(decoder.getstate()[0])
+        if ascii_fast and not pending and int(raw.max()) < 128:
+            points = raw
+        else:
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise _bad_text(e, offset - pending, head, encoding, label) from None
+            points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        if not lossy and chars < BINARY_PROBE and not points[: BINARY_PROBE - chars].all():
+            raise NotText(f"{label} looks binary (it contains NUL characters); give a text file")
+        offset += len(chunk)
+        chars += len(points)
+        if len(points):
+            yield points
+    pending = len(decoder.getstate()[0])
+    try:
+        tail = decoder.decode(b"", final=True)
+    except UnicodeDecodeError as e:
+        raise _bad_text(e, offset - pending, head, encoding, label) from None
+    if tail:
+        yield np.frombuffer(tail.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _bad_text(error: UnicodeDecodeError, base: int, head: bytes, encoding: str, label: str) -> NotText:
+    if b"\x00" in head:
+        return NotText(f"{label} looks binary (it contains NUL bytes); give a text file")
+    where = describe_bad_bytes(error.object, error.start, base + error.start, encoding)
+    return NotText(f"{label} is {where}")
+
+
+def raw_bytes(path: Path, label: str | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """The bytes of a file as uint8 arrays, chunk by chunk (the byte level's symbols)."""
+    for chunk in _chunks_of(path, label or str(path), chunk_bytes):
+        yield np.frombuffer(chunk, dtype=np.uint8)
+
+
+def looks_binary(path: Path, probe: int = 8192) -> bool:
+    """A NUL byte among the first `probe` bytes: how folder corpora skip binary files at the byte level."""
+    try:
+        with open(path, "rb") as f:
+            return b"\x00" in f.read(probe)
+    except OSError:
+        return True
+
+
+class SymbolCounter:
+    """Pass 1: how often each code point occurs, accumulated over chunks."""
+
+    def __init__(self):
+        self.counts = np.zeros(256, dtype=np.int64)
+
+    def add(self, points: np.ndarray) -> None:
+        self.add_counts(np.bincount(points))
+
+    def add_counts(self, counts: np.ndarray) -> None:
+        if counts.size > self.counts.size:
+            counts = counts.copy()
+            counts[: self.counts.size] += self.counts
+            self.counts = counts
+        else:
+            self.counts[: counts.size] += counts
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(chr(c) for c in np.flatnonzero(self.counts).tolist())
+
+
+class IdMapper:
+    """Pass 2: code points -> ids of a fixed vocabulary; code points outside it are dropped and counted."""
+
+    def __init__(self, vocab: Vocabulary):
+        table = vocab.codepoint_table()
+        if table.size < 256:  # so every uint8 chunk indexes it directly
+            table = np.concatenate([table, np.full(256 - table.size, -1, dtype=np.int32)])
+        self.table = table
+        self.unknown = 0
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        table = self.table
+        if points.dtype != np.uint8 and int(points.max()) >= table.size:
+            ids = np.where(points < table.size, table[np.minimum(points, table.size - 1)], -1)
+        else:
+            ids = table[points]
+        if int(ids.min()) < 0:
+            known = ids >= 0
+            self.unknown += int(ids.size - np.count_nonzero(known))
+            ids = ids[known]
+        return ids
