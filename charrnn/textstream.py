@@ -44,9 +44,9 @@ def check_encoding(encoding: str) -> str:
     return info.name
 
 
-def read_chunks(stream: io.RawIOBase | io.BufferedIOBase, size: int = CHUNK_BYTES) -> Iterator[memoryview]:
-    """Successive chunks of a binary stream, read into one reused buffer."""
-    buffer = bytearray(size)
+def read_chunks(stream: io.RawIOBase | io.BufferedIOBase, size: int | None = None) -> Iterator[memoryview]:
+    """Successive chunks of a binary stream (CHUNK_BYTES each by default), read into one reused buffer."""
+    buffer = bytearray(size or CHUNK_BYTES)
     view = memoryview(buffer)
     while True:
         n = stream.readinto(buffer)
@@ -69,7 +69,7 @@ def open_input(path: Path, label: str):
         raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
 
 
-def _chunks_of(path: Path, label: str, chunk_bytes: int) -> Iterator[memoryview]:
+def _chunks_of(path: Path, label: str, chunk_bytes: int | None) -> Iterator[memoryview]:
     with open_input(path, label) as f:
         try:
             yield from read_chunks(f, chunk_bytes)
@@ -88,7 +88,7 @@ def codepoints(
     encoding: str = "utf-8",
     lossy: bool = False,
     label: str | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> Iterator[np.ndarray]:
     """The code points of a text file, chunk by chunk (uint8 arrays for ASCII chunks, else uint32).
 
@@ -136,7 +136,7 @@ def _bad_text(error: UnicodeDecodeError, base: int, head: bytes, encoding: str, 
     return NotText(f"{label} is {where}")
 
 
-def raw_bytes(path: Path, label: str | None = None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+def raw_bytes(path: Path, label: str | None = None, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
     """The bytes of a file as uint8 arrays, chunk by chunk (the byte level's symbols)."""
     for chunk in _chunks_of(path, label or str(path), chunk_bytes):
         yield np.frombuffer(chunk, dtype=np.uint8)
