@@ -215,8 +215,8 @@ def _corpus(name: str, tokens: TokenFile, report: Report) -> Corpus:
     if info.get("skipped"):
         first = info.get("first_skipped", "")
         report(
-            f"note: skipped {info['skipped']} of {info['skipped'] + info['files']} files that are not "
-            f"{info.get('what', 'text')} (first: {first})"
+            f"note: skipped {info['skipped']} of {info['skipped'] + info['files']} files that "
+            f"{info.get('what', 'are not text')} (first: {first})"
         )
     if len(tokens.ids) == 0:
         raise CharrnnError(
@@ -289,7 +289,7 @@ def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: 
         "files": len(kept),
         "skipped": len(skipped),
         "first_skipped": source.relative(skipped[0]) if skipped else "",
-        "what": "binary-free" if level == "byte" else f"{encoding} text",
+        "what": "look binary" if level == "byte" else f"are not {encoding} text",
     }
 
     def ids() -> Iterator[np.ndarray]:

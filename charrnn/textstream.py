@@ -22,7 +22,7 @@ import numpy as np
 from charrnn.errors import CharrnnError
 from charrnn.vocab import Vocabulary
 
-CHUNK_BYTES = 1 << 24
+CHUNK_BYTES = 1 << 18  # small enough to stay in cache: 256 KiB chunks encoded fastest (BENCHMARKS.md)
 BINARY_PROBE = 1 << 20  # NUL characters in this many leading bytes or characters mean "binary"
 ENCODING_HINT = "pass --encoding (e.g. latin-1) or --lossy to replace undecodable bytes"
 # Encodings in which bytes 0-127 are the ASCII characters, one byte each: ASCII chunks skip decoding.
