@@ -3,7 +3,9 @@
 The training ids are cut into N (batch size) equal streams laid side by side; batch i is columns
 [i*T, (i+1)*T) of every stream, so row j of batch i+1 continues exactly where row j of batch i ended.
 Each epoch starts the streams at a new offset in [0, T) drawn from (seed, epoch), which moves the window
-edges; the position is (epoch, batch), so a resumed run picks up at the same window.
+edges; the position is (epoch, batch), so a resumed run picks up at the same window. In a data-parallel
+run the N streams are the global batch (ranks x per-rank batch) and each rank reads its own block of rows,
+so every stream stays contiguous and the epochs and positions stay global.
 
     inputs   (N, T) of the corpus id dtype
     targets  (N, T) the same windows shifted by one character
@@ -11,7 +13,7 @@ edges; the position is (epoch, batch), so a resumed run picks up at the same win
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -42,10 +44,13 @@ def fit_batch_size(n_chars: int, batch_size: int, seq_len: int) -> int:
 
 @dataclass
 class StreamBatcher:
-    data: torch.Tensor  # 1-D ids
-    batch_size: int
+    data: torch.Tensor  # 1-D ids (may be a memory map: batches are views of it)
+    batch_size: int  # streams in all (the global batch)
     seq_len: int
     seed: int = 0
+    rows: slice = field(
+        default_factory=lambda: slice(None)
+    )  # the streams this process trains (a rank's block in a distributed run)
 
     def __post_init__(self):
         if self.data.dim() != 1:
@@ -63,8 +68,8 @@ class StreamBatcher:
         if self.batches_per_epoch < 1:
             raise CharrnnError(f"text too short for batch size {n} and seq len {t}")
         used = n * stream_len
-        self._inputs = self.data[offset : offset + used].view(n, stream_len)
-        self._targets = self.data[offset + 1 : offset + used + 1].view(n, stream_len)
+        self._inputs = self.data[offset : offset + used].view(n, stream_len)[self.rows]
+        self._targets = self.data[offset + 1 : offset + used + 1].view(n, stream_len)[self.rows]
         self._epoch = epoch
 
     def batches_in_epoch(self, epoch: int) -> int:

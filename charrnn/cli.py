@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.distributed import PeerLost
 from charrnn.errors import CharrnnError
 
 app = typer.Typer(
@@ -56,6 +57,12 @@ class Level(str, Enum):
     byte = "byte"
 
 
+class Backend(str, Enum):
+    auto = "auto"
+    gloo = "gloo"
+    nccl = "nccl"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -86,6 +93,10 @@ def handles_errors(func):
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise  # Typer's own exits and usage errors
+        except PeerLost as e:  # the process group is broken: leave at once (tearing it down can hang)
+            _error(str(e))
+            sys.stderr.flush()
+            os._exit(1)
         except CharrnnError as e:
             _error(str(e))
             raise typer.Exit(1) from None
@@ -236,7 +247,13 @@ def train(
     ] = False,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", "-b", min=1, help="Parallel streams per batch [default: 16]."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help="Parallel streams per batch; under torchrun, per rank (the global batch is ranks x this) "
+            "[default: 16].",
+        ),
     ] = None,
     seq_len: Annotated[
         int | None,
@@ -305,6 +322,12 @@ def train(
     precision: Annotated[
         Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs [default: auto].")
     ] = None,
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help="Under torchrun: the process group's backend; auto is nccl on CUDA GPUs, gloo on CPUs."
+        ),
+    ] = Backend.auto,
     scheduled_sampling: Annotated[
         str | None,
         typer.Option(
@@ -365,6 +388,8 @@ def train(
       charrnn train src/ --include '*.py' --max-time 30m --out runs/code
 
       charrnn train 'logs/**/*.txt' --level byte --max-steps 5000
+
+      torchrun --standalone --nproc-per-node 4 -m charrnn train big.txt --max-time 1h
     """
     from charrnn.session import TrainRequest, run_training
 
@@ -376,6 +401,7 @@ def train(
         encoding=encoding,
         lossy=lossy,
         level=level.value if level else None,
+        backend=backend.value,
         include=include or [],
         exclude=exclude or [],
         quiet=quiet,
@@ -466,8 +492,8 @@ def sample(
     """Generate text from a trained model; only the text goes to stdout."""
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
     from charrnn.corpus import decode_bytes, read_input_bytes
+    from charrnn.device import pick_device
     from charrnn.sample import SamplingConfig, encode_prime, generate
-    from charrnn.train import pick_device
 
     dev = pick_device(device.value)
     if prime == "-":

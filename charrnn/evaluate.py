@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.corpus import check_level, encode_with_vocab
+from charrnn.device import pick_device
+from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN
 
 LN2 = math.log(2)
@@ -67,7 +71,6 @@ def chunk_length(streams: int) -> int:
     return max(16, min(1024, MAX_CHUNK_POSITIONS // streams))
 
 
-@torch.inference_mode()
 def score_ids(
     model: CharRNN,
     ids: torch.Tensor,
@@ -85,13 +88,36 @@ def score_ids(
     `ids` may be a memory map: each chunk gathers just its (streams, chunk_len) window, so memory does not
     grow with the text. `should_stop` is asked before every chunk; True raises EvaluationStopped.
     """
+    total, count = score_sums(model, ids, device, max_streams, chunk_len, autocast_dtype, warmup, should_stop)
+    return Score(nats=total / count if count else float("nan"), chars=count)
+
+
+@torch.inference_mode()
+def score_sums(
+    model: CharRNN,
+    ids: torch.Tensor,
+    device: torch.device | str = "cpu",
+    max_streams: int = 64,
+    chunk_len: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    warmup: int = WARMUP_CHARS,
+    should_stop: Callable[[], bool] | None = None,
+    part: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
+    """(sum of nats, characters scored) over this part's streams: part (k, K) takes the k-th of K
+    contiguous blocks of the streams, so K ranks that add up their sums get exactly `score_ids`'s
+    streams, warm-ups and total (see `score_ids`)."""
     n = ids.numel()
     if n < 2:
-        return Score(nats=float("nan"), chars=0)
+        return 0.0, 0
     streams = stream_count(n, max_streams)
     stream_len = math.ceil(n / streams)
     chunk_len = chunk_len or chunk_length(streams)
-    starts = torch.arange(streams, dtype=torch.long)[:, None] * stream_len  # (S, 1)
+    k, parts = part
+    rows = torch.arange(streams * k // parts, streams * (k + 1) // parts, dtype=torch.long)
+    if rows.numel() == 0:
+        return 0.0, 0
+    starts = rows[:, None] * stream_len  # (rows, 1)
 
     def gather(positions: torch.Tensor) -> torch.Tensor:
         # past the end of the text (the last stream's tail) read the last id: those steps are not scored
@@ -104,11 +130,12 @@ def score_ids(
         device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
     )
     state = None
-    if warmup > 0 and streams > 1:
+    warmed_rows = starts[1:] if rows[0] == 0 else starts
+    if warmup > 0 and warmed_rows.numel():
         width = min(warmup, stream_len)
         with autocast:
-            _, warmed = model(gather(starts[1:] - width + torch.arange(width)))  # (S-1, width)
-        state = _prepend_zero_row(model.init_state(1, device), warmed)
+            _, warmed = model(gather(warmed_rows - width + torch.arange(width)))  # (rows, width)
+        state = _prepend_zero_row(model.init_state(1, device), warmed) if rows[0] == 0 else warmed
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     try:
@@ -127,12 +154,10 @@ def score_ids(
             )
     finally:
         model.train(was_training)
-    return Score(nats=float(total) / count, chars=count)
+    return float(total), count
 
 
 def _check_scorable(known: int, unknown: int) -> None:
-    from charrnn.errors import CharrnnError
-
     if known >= 2:
         return
     if unknown:
@@ -168,10 +193,6 @@ def score_text_file(
     The file is streamed into ids on disk (see `corpus.encode_with_vocab`) and scored through a memory
     map, so a file of any size is scored in constant memory.
     """
-    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.corpus import check_level, encode_with_vocab
-    from charrnn.train import pick_device
-
     dev = pick_device(device)
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)

@@ -19,7 +19,9 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
 from charrnn.corpora import resolve
 from charrnn.corpus import Corpus, load_corpus
+from charrnn.device import pick_device
 from charrnn.diagnostics import summarise
+from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
@@ -54,6 +56,7 @@ class TrainRequest:
     level: str | None = None  # None: char, or the checkpoint's level when resuming
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    backend: str = "auto"  # distributed runs: nccl on CUDA, gloo on CPUs
     quiet: bool = False
     model: dict = field(
         default_factory=dict
@@ -152,10 +155,38 @@ def _settle_input_size(model_flags: dict, vocab_size: int) -> None:
 
 
 def run_training(request: TrainRequest, console: Console) -> int:
-    """Train as the request says; returns the process exit status."""
+    """Train as the request says; returns the process exit status.
+
+    Under torchrun every rank runs this; only rank 0 prints (the others' console is silent, their errors
+    still reach stderr) and writes files."""
+    ranks = Ranks.from_environment()
+    status = _run_training(request, console if ranks.is_main else Console(quiet=True), ranks)
+    # an orderly goodbye: tearing the group down while a peer still writes its last checkpoint aborts
+    # gloo; after a failure there is no one to say it to, and the process just exits
+    ranks.barrier()
+    ranks.leave()
+    return status
+
+
+def _join(request: TrainRequest, blob: dict | None, ranks: Ranks) -> None:
+    """Join the other ranks (nothing without torchrun), on the device this rank will train on."""
+    requested = request.train.get("device") or (blob or {}).get("train_config", {}).get("device", "auto")
+    device = pick_device(requested, ranks.local_rank, ranks.local_world_size)
+    ranks.join(device, request.backend)
+    if ranks.distributed and request.train.get("scheduled_sampling"):
+        raise CharrnnError(
+            "--scheduled-sampling steps through time outside DistributedDataParallel's gradient hooks; "
+            "it trains in one process only (drop torchrun or the flag)"
+        )
+
+
+def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> int:
     blob = load_checkpoint(request.resume, for_resume=True) if request.resume else None
+    _join(request, blob, ranks)
     level = _settle_level(request.level, blob)
     path, name = resolve(request.corpus)
+    if not ranks.is_main:
+        ranks.barrier()  # rank 0 encodes the corpus once; the others then map its token file
     corpus = load_corpus(
         path,
         name,
@@ -166,6 +197,8 @@ def run_training(request: TrainRequest, console: Console) -> int:
         request.exclude,
         report=lambda note: console.print(note, markup=False, soft_wrap=True),
     )
+    if ranks.is_main:
+        ranks.barrier()
     model_config, config, notes = settle_configs(request, corpus, blob)
     if request.out is not None:
         run_dir = Path(request.out)
@@ -174,24 +207,31 @@ def run_training(request: TrainRequest, console: Console) -> int:
     else:
         run_dir = Path("checkpoints") / name
 
-    if blob is None and not request.overwrite:
+    if blob is None and not request.overwrite and ranks.is_main:
         existing = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
         if existing:
             raise CharrnnError(
                 f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume "
                 f"{run_dir}, choose another --out, or pass --overwrite to start afresh"
             )
-    if blob is None and request.overwrite:
+    if blob is None and request.overwrite and ranks.is_main:
         for name in ("best.pt", "last.pt", "metrics.jsonl", "grad_norms.jsonl"):
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / name).unlink()
 
     n_train = len(corpus) - int(len(corpus) * config.val_fraction)
-    fitted = fit_batch_size(n_train, config.batch_size, config.seq_len)
-    if fitted != config.batch_size:
+    streams = config.batch_size * ranks.world_size
+    fitted = fit_batch_size(n_train, streams, config.seq_len)
+    if fitted != streams:
         if blob is not None:
             raise CharrnnError(
                 f"the training text is too short for the checkpoint's --batch-size {config.batch_size}"
+            )
+        if ranks.distributed:
+            raise CharrnnError(
+                f"the training text ({n_train:,} chars) is too short for {ranks.world_size} ranks x "
+                f"--batch-size {config.batch_size} streams of --seq-len {config.seq_len}; use a smaller "
+                "--batch-size or fewer ranks"
             )
         console.print(
             f"note: the training text ({n_train:,} chars) is short; using --batch-size {fitted} "
@@ -200,7 +240,10 @@ def run_training(request: TrainRequest, console: Console) -> int:
         config.batch_size = fitted
 
     try:
-        trainer = Trainer(corpus, model_config, config, run_dir, resume=blob, quiet=request.quiet)
+        with ranks.peers_watched():  # (DistributedDataParallel sends rank 0's weights to the others)
+            trainer = Trainer(
+                corpus, model_config, config, run_dir, resume=blob, quiet=request.quiet, ranks=ranks
+            )
     except RuntimeError as e:
         if "alloc" not in str(e).lower() and "out of memory" not in str(e).lower():
             raise
@@ -213,7 +256,8 @@ def run_training(request: TrainRequest, console: Console) -> int:
         _print_header(console, corpus, trainer, config)
     for note in notes:
         console.print(f"changed on resume: {note}", markup=False)
-    result = trainer.run()
+    with ranks.peers_watched():
+        result = trainer.run()
     return _report(console, request, result, trainer)
 
 
@@ -240,6 +284,12 @@ def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: Tr
         format_duration(config.max_time) if config.max_time else None,
     ]
     precision = "bf16 autocast" if trainer.autocast_dtype is not None else "fp32"
+    world = trainer.ranks.world_size
+    batch = f"batch {config.batch_size}x{config.seq_len}" + (
+        f" per rank x {world} ranks ({trainer.ranks.backend}; global batch {config.batch_size * world})"
+        if world > 1
+        else ""
+    )
     start = f"resuming at step {trainer.progress.step}, " if trainer.progress.step else ""
     options = _describe_options(m, config)
     console.print(
@@ -247,7 +297,7 @@ def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: Tr
         f"({count_parameters(trainer.model) / 1e6:.2f}M params{options}) on "
         f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val {unit}{scored}, "
         f"{len(corpus.vocab)} symbols; "
-        f"batch {config.batch_size}x{config.seq_len}, {trainer.device.type} {precision}; "
+        f"{batch}, {trainer.device.type} {precision}; "
         f"stops at {' or '.join(x for x in limits if x)}",
         soft_wrap=True,
         markup=False,
@@ -297,8 +347,15 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
         return 1
     if result.stopped_by.startswith("signal:"):
         sig = result.stopped_by.split(":", 1)[1]
+        ranks = trainer.ranks
+        if not ranks.distributed:
+            again = "charrnn train"
+        elif ranks.local_world_size == ranks.world_size:
+            again = f"torchrun --standalone --nproc-per-node {ranks.world_size} -m charrnn train"
+        else:
+            again = "torchrun (with the same rendezvous flags) -m charrnn train"
         console.print(
-            f"{sig}: stopped at step {p.step}; saved {last}\nresume with: charrnn train "
+            f"{sig}: stopped at step {p.step}; saved {last}\nresume with: {again} "
             f"{request.corpus} --resume {last}",
             markup=False,
             soft_wrap=True,
@@ -320,6 +377,9 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
     )
     table.add_row("time", format_duration(p.elapsed))
     table.add_row("training speed", f"{result.chars_per_sec:,.0f} chars/s")
+    if trainer.ranks.distributed:
+        world, batch = trainer.ranks.world_size, trainer.config.batch_size
+        table.add_row("ranks", f"{world} x batch {batch} = global batch {world * batch}")
     table.add_row("checkpoint", str(best if best.exists() else last))
     console.print(table)
     if trainer.grad_reach:

@@ -10,6 +10,13 @@ are written atomically. SIGINT/SIGTERM finish the current step (or stop an evalu
 chunks), save `last.pt` and return; a second signal aborts at once (the atomic writes keep every file
 whole). The corpus may be a memory map: batches are cut from it as views and moved to the device one
 window at a time.
+
+Data-parallel runs (see distributed.py): every rank runs this loop on its own block of the global streams
+with the model wrapped in DistributedDataParallel, so gradients are averaged over all ranks' windows and
+the weights stay identical. Rank 0 decides each step's budget fraction and whether to stop (one small
+all-reduce a step), validation is split across the ranks and summed, and only rank 0 writes files or
+prints; the checkpoint gathers every rank's carried state and random-number state, so a resumed run
+continues exactly.
 """
 
 from __future__ import annotations
@@ -33,36 +40,15 @@ from charrnn.batching import StreamBatcher
 from charrnn.checkpoint import FORMAT, VERSION, atomic_save
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
+from charrnn.device import pick_autocast, pick_device
 from charrnn.diagnostics import gradient_reach
+from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import EvaluationStopped, Score, score_ids
+from charrnn.evaluate import EvaluationStopped, Score, score_sums
 from charrnn.model import CharRNN, ModelConfig, detach_state
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
 LOG_INTERVAL = 0.5  # seconds between progress-bar updates
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise CharrnnError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
-    if requested not in ("cpu", "cuda"):
-        raise CharrnnError(f"--device {requested!r}: choose auto, cpu or cuda")
-    return torch.device(requested)
-
-
-def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 autocast on GPUs that support it; float32 on CPUs, where bf16 RNNs measured slower."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise CharrnnError(f"--precision {precision!r}: choose auto, fp32 or bf16")
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 @dataclass
@@ -95,18 +81,28 @@ class Aborted(KeyboardInterrupt):
 
 
 class _StopRequest:
-    """Turns the first SIGINT/SIGTERM into a flag the loop polls; the second aborts at once."""
+    """Turns the first SIGINT/SIGTERM into a flag the loop polls; the second aborts at once.
 
-    def __init__(self):
+    `grace` seconds after the first, a second signal is taken as the same request: under torchrun a
+    Ctrl-C reaches each rank twice, from the terminal and forwarded by the launcher."""
+
+    def __init__(self, grace: float = 0.0):
         self.signal_name: str | None = None
+        self.grace = grace
+        self._first = 0.0
 
     def handler(self, signum, frame):
         if self.signal_name is not None:
+            if time.monotonic() - self._first < self.grace:
+                return
             raise Aborted(signum)
+        self._first = time.monotonic()  # first: a second signal may interrupt this very handler
         self.signal_name = signal.Signals(signum).name
 
     @contextmanager
-    def installed(self):
+    def installed(self, keep: bool = False):
+        """The handler for the block; with `keep` it stays for the rest of the process (a distributed
+        run, where the launcher's forwarded copy of a signal may come after the block)."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -114,8 +110,9 @@ class _StopRequest:
         try:
             yield self
         finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+            if not keep:
+                for s, h in previous.items():
+                    signal.signal(s, h)
 
 
 def lr_at(config: TrainConfig, step: int, progress: float) -> float:
@@ -148,17 +145,21 @@ class Trainer:
         resume: dict | None = None,
         quiet: bool = True,
         on_step: Callable[[Trainer], None] | None = None,
+        ranks: Ranks | None = None,
     ):
         self.corpus = corpus
         self.config = config
         self.run_dir = Path(run_dir)
-        self.quiet = quiet
+        self.ranks = ranks or Ranks()
+        self.quiet = quiet or not self.ranks.is_main
         self.on_step = on_step
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, self.ranks.local_rank, self.ranks.local_world_size)
         self.autocast_dtype = pick_autocast(config.precision, self.device)
 
         torch.manual_seed(config.seed % (1 << 63))
         self.model = CharRNN(model_config).to(self.device)
+        if self.ranks.rank:  # the same initial weights everywhere, then each rank its own dropout draws
+            torch.manual_seed((config.seed + 1_000_003 * self.ranks.rank) % (1 << 63))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -166,7 +167,10 @@ class Trainer:
         train_ids, val_ids = corpus.split(config.val_fraction)
         self.val_ids = val_ids
         self.eval_ids = val_ids[: config.val_chars] if config.val_chars else val_ids  # scored each time
-        self.batcher = StreamBatcher(train_ids, config.batch_size, config.seq_len, config.seed)
+        b, r = config.batch_size, self.ranks.rank
+        self.batcher = StreamBatcher(
+            train_ids, b * self.ranks.world_size, config.seq_len, config.seed, rows=slice(r * b, (r + 1) * b)
+        )
         self._stop: _StopRequest | None = None
         self.state = None
         self._fingerprint = corpus.fingerprint
@@ -177,10 +181,28 @@ class Trainer:
         self.grad_reach: list[float] | None = None  # the latest gradient_reach measurement
         if resume is not None:
             self._restore(resume)
+        self.net: torch.nn.Module = self.model  # what the training step calls
+        if self.ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         self.last_eval_seconds = 0.0
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _restore(self, blob: dict) -> None:
+        saved_world = blob.get("distributed", {}).get("world_size", 1)
+        if saved_world != self.ranks.world_size:
+            launch = (
+                f"torchrun --nproc-per-node {saved_world} -m charrnn train ..."
+                if saved_world > 1
+                else "charrnn train ... without torchrun"
+            )
+            raise CharrnnError(
+                f"this run was trained by {saved_world} process(es) and resumes only with as many (each "
+                f"carries its own streams' hidden state); resume it with {launch}"
+            )
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         for group in self.optimizer.param_groups:
@@ -199,25 +221,41 @@ class Trainer:
         self.since_eval.total.fill_(p.get("loss_sum", 0.0))
         self.since_eval.count = p.get("loss_count", 0)
         carry = blob.get("carry")
-        if carry is not None:
+        if carry is not None:  # the global streams' state: this rank takes its rows
+            rows = self.batcher.rows
             if isinstance(carry, (list, tuple)):
-                self.state = tuple(t.to(self.device) for t in carry)
+                self.state = tuple(t[:, rows].to(self.device) for t in carry)
             else:
-                self.state = carry.to(self.device)
+                self.state = carry[:, rows].to(self.device)
         rng = blob.get("rng", {})
-        if "torch" in rng:
+        if "ranks" in rng:
+            torch.set_rng_state(rng["ranks"][self.ranks.rank].clone())  # (a view with an offset crashes it)
+        elif "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+            if "cuda_ranks" in rng:
+                torch.cuda.set_rng_state(rng["cuda_ranks"][self.ranks.rank].clone())
+            else:
+                torch.cuda.set_rng_state_all(list(rng["cuda"]))
 
     def checkpoint(self) -> dict:
+        """Everything a resume needs. In a distributed run every rank must call it (it gathers each rank's
+        carried state and random-number state); only rank 0 then writes the result."""
         p = self.progress
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+        if self.ranks.distributed:
+            # one tensor per rank, each its own storage: torch.set_rng_state crashes on a view with an offset
+            rng["ranks"] = [t.clone() for t in self._gather(torch.get_rng_state()[None], 0)]
+            if self.device.type == "cuda":
+                rng["cuda_ranks"] = [t.clone() for t in self._gather(torch.cuda.get_rng_state()[None], 0)]
         carry = None
         if self.state is not None:
-            carry = [s.cpu() for s in self.state] if isinstance(self.state, tuple) else self.state.cpu()
+            if isinstance(self.state, tuple):
+                carry = [self._gather(s, 1) for s in self.state]
+            else:
+                carry = self._gather(self.state, 1)
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -247,27 +285,46 @@ class Trainer:
             "history": p.history,
             "carry": carry,
             "rng": rng,
+            "distributed": {"world_size": self.ranks.world_size},
         }
 
+    def _gather(self, tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        """Every rank's `tensor` joined along `dim` in rank order, on the CPU (NCCL gathers on the GPU)."""
+        on = self.device if self.ranks.backend == "nccl" else torch.device("cpu")
+        return self.ranks.gather_rows(tensor.detach().to(on), dim).cpu()
+
     def save(self, name: str, blob: dict | None = None) -> Path:
+        """Write a checkpoint (rank 0 only; every rank calls this, since the checkpoint is gathered)."""
         path = self.run_dir / name
-        atomic_save(blob if blob is not None else self.checkpoint(), path)
+        blob = blob if blob is not None else self.checkpoint()
+        if self.ranks.is_main:
+            atomic_save(blob, path)
         return path
 
     # ---- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> Score | None:
-        """Score the evaluation slice; raises EvaluationStopped if a stop signal arrives meanwhile."""
+        """Score the evaluation slice; raises EvaluationStopped if a stop signal arrives meanwhile.
+
+        In a distributed run each rank scores its block of the streams and the sums are added up, so the
+        loss is the one a single process reports; there the evaluation always runs to its end, since the
+        ranks could not agree to stop it halfway."""
         if self.eval_ids.numel() < 2:
             return None
         start = time.perf_counter()
         stop = self._stop
-        score = score_ids(
+        interruptible = stop is not None and not self.ranks.distributed
+        total, count = score_sums(
             self.model,
             self.eval_ids,
             self.device,
             autocast_dtype=self.autocast_dtype,
-            should_stop=(lambda: stop.signal_name is not None) if stop is not None else None,
+            should_stop=(lambda: stop.signal_name is not None) if interruptible else None,
+            part=(self.ranks.rank, self.ranks.world_size),
         )
+        if self.ranks.distributed:
+            sums = self._reduce([total, count])
+            total, count = sums[0], int(round(sums[1]))
+        score = Score(nats=total / count if count else math.nan, chars=count)
         self.last_eval_seconds = time.perf_counter() - start
         return score
 
@@ -287,9 +344,35 @@ class Trainer:
             "chars_per_sec": round(chars_per_sec, 1),
         }
         p.history.append(entry)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        if self.ranks.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
         return entry
+
+    def _reduce(self, values: list[float]) -> list[float]:
+        """Sum of each value over the ranks (float64; on the GPU for NCCL)."""
+        on = self.device if self.ranks.backend == "nccl" else torch.device("cpu")
+        return self.ranks.sum_(torch.tensor(values, dtype=torch.float64, device=on)).tolist()
+
+    def _agree(self, frac: float, stop: _StopRequest) -> tuple[float, bool]:
+        """(budget fraction, stop now?) as every rank will act on them: rank 0's clock decides the
+        fraction, and a signal that reached any rank before this call stops them all. Each rank acts on
+        the agreed values only, never on its own flag, so a signal arriving just after the exchange waits
+        for the next one instead of splitting the ranks."""
+        if not self.ranks.distributed:
+            return frac, stop.signal_name is not None
+        mine = [frac if self.ranks.is_main else 0.0, float(stop.signal_name is not None)]
+        frac, signalled = self._reduce(mine)
+        if signalled and stop.signal_name is None:
+            stop.signal_name = "SIGTERM"  # another rank was told to stop
+        return frac, bool(signalled)
+
+    def _train_loss(self) -> float:
+        """Mean training loss since the last evaluation, over all ranks' windows."""
+        if not self.ranks.distributed:
+            return self.since_eval.mean()
+        total, count = self._reduce([float(self.since_eval.total), self.since_eval.count])
+        return total / count if count else math.nan
 
     def _scheduled_sampling_entry(self) -> dict:
         if self.schedule is None or not self.schedule.active:
@@ -337,18 +420,18 @@ class Trainer:
         self._check_output_folder()
         self.check_limits()
         self._clock = (time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
-        stop = self._stop = _StopRequest()
-        with stop.installed():  # also during the final evaluation and save
+        stop = self._stop = _StopRequest(grace=2.0 if self.ranks.distributed else 0.0)
+        with stop.installed(keep=self.ranks.distributed):  # also during the final evaluation and save
             stopped_by, lr = self._loop(stop)
             final = None
             if stopped_by == "limit" and (self.since_eval.count or not p.history):
                 with contextlib.suppress(EvaluationStopped):  # the signal is handled below
-                    final = self._evaluate_and_save(self.since_eval.mean(), lr)
+                    final = self._evaluate_and_save(self._train_loss(), lr)
                 if final is not None and not math.isfinite(final.nats):
                     stopped_by = "diverged"
             elif stopped_by == "limit" and p.history[-1]["val_loss"] is not None:
                 final = Score(p.history[-1]["val_loss"], p.history[-1].get("val_chars", 0))
-            if stop.signal_name:  # also a signal that came during the final evaluation
+            if self._agree(0.0, stop)[1]:  # also a signal that came during the final evaluation
                 stopped_by = f"signal:{stop.signal_name}"
                 self.save("last.pt")
         self._tick()
@@ -364,6 +447,8 @@ class Trainer:
             )
 
     def _check_output_folder(self) -> None:
+        if not self.ranks.is_main:
+            return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / f".write-test-{os.getpid()}"
@@ -405,7 +490,8 @@ class Trainer:
             while True:
                 self._tick()
                 frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self._eval_reserve())
-                if stop.signal_name:
+                frac, stopping = self._agree(frac, stop)
+                if stopping:
                     return f"signal:{stop.signal_name}", lr
                 if frac >= 1.0:
                     bar.finish()
@@ -429,17 +515,17 @@ class Trainer:
                     p.epoch, p.batch = p.epoch + 1, 0
 
                 eval_due = p.step % cfg.eval_every == 0
-                if cfg.log_grad_norms and (eval_due or p.step == 1):
+                if cfg.log_grad_norms and (eval_due or p.step == 1) and self.ranks.is_main:
                     t0 = time.perf_counter()
                     self._log_gradient_reach(x, y, state_in)
                     p.eval_time += time.perf_counter() - t0  # a diagnostic: not training time
                 if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
                     recent = since_shown.mean(reset=True)  # reading the loss waits for the device
-                    if not math.isfinite(recent):
-                        return "diverged", lr
+                    if not math.isfinite(recent) and not self.ranks.distributed:
+                        return "diverged", lr  # (distributed: the evaluation's shared score decides)
                     if eval_due:  # first, so the bar shows this evaluation's result
                         try:
-                            score = self._evaluate_and_save(self.since_eval.mean(), lr)
+                            score = self._evaluate_and_save(self._train_loss(), lr)
                         except EvaluationStopped:
                             return f"signal:{stop.signal_name}", lr
                         if score is not None and not math.isfinite(score.nats):
@@ -465,7 +551,7 @@ class Trainer:
                 if fed.size(1) > 1:  # a window's first input is always the true character
                     self.fed_fraction.add(fed[:, 1:].float().mean())
             else:
-                logits, state = self.model(x, self.state)
+                logits, state = self.net(x, self.state)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -403,7 +403,7 @@ def test_evaluation_stops_at_a_signal_and_resume_is_exact(tmp_path, small_text_f
 
     straight = tmp_path / "straight"
     assert invoke("train", small_text_file, "--out", straight, *_train_flags(30)).exit_code == 0
-    real = charrnn.evaluate.score_ids
+    real = charrnn.evaluate.score_sums
     calls = []
 
     def signalled(*args, **kwargs):
@@ -412,13 +412,13 @@ def test_evaluation_stops_at_a_signal_and_resume_is_exact(tmp_path, small_text_f
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(charrnn.train, "score_ids", signalled)
+    monkeypatch.setattr(charrnn.train, "score_sums", signalled)
     run = tmp_path / "run"
     stopped = invoke("train", small_text_file, "--out", run, *_train_flags(30))
     assert stopped.exit_code == 143, stopped.output
     assert load_checkpoint(run / "last.pt")["progress"]["step"] == 20
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # the interrupted one is not logged
-    monkeypatch.setattr(charrnn.train, "score_ids", real)
+    monkeypatch.setattr(charrnn.train, "score_sums", real)
     resumed = invoke("train", small_text_file, "--resume", run, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert _same_weights(_weights(straight / "last.pt"), _weights(run / "last.pt"))
