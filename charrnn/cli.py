@@ -309,6 +309,7 @@ def train(
         int | None,
         typer.Option(
             min=0,
+            callback=lambda v: _check(v, v is None or v == 0 or v >= 2, "must be 0 (all) or at least 2"),
             help="Validation characters scored at each evaluation: the first N of the held-out text, the "
             "same slice every time; 0 scores all of it [default: 250000].",
         ),
@@ -452,7 +453,13 @@ def sample(
         typer.Option("--prime", "-p", help="Text to start from ('-' reads stdin) [default: a newline]."),
     ] = None,
     length: Annotated[
-        int, typer.Option("--length", "-n", min=1, help="New characters to generate per sample.")
+        int,
+        typer.Option(
+            "--length",
+            "-n",
+            min=1,
+            help="New characters (bytes for a byte-level model) to generate per sample.",
+        ),
     ] = 500,
     temperature: Annotated[
         float,

@@ -19,8 +19,11 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +47,14 @@ from charrnn.textstream import (
     raw_bytes,
     read_chunks,
 )
-from charrnn.tokens import DamagedTokenFile, TokenFile, map_ids, open_token_file, write_token_file
+from charrnn.tokens import (
+    DamagedTokenFile,
+    TokenFile,
+    map_ids,
+    open_token_file,
+    read_header,
+    write_token_file,
+)
 from charrnn.vocab import LEVELS, Vocabulary, numpy_id_dtype
 
 CACHE_VERSION = 2  # 2: token files (version 1 kept torch-saved tensors in encoded/)
@@ -163,37 +173,83 @@ def load_corpus(
     check_level(level, encoding, lossy)
     encoding = encoding or "utf-8"
     check_encoding(encoding)
-    if str(spec) == "-":
-        if include or exclude:
-            raise CharrnnError("--include and --exclude filter folder and glob corpora, not standard input")
-        with _spooled_stdin() as spooled:
-            source = CorpusSource("stdin", "standard input", [spooled], stats=[(spooled.stat().st_size, 0)])
-            tokens = _encode_to_temporary(source, encoding, lossy, level)
-        return _corpus(name or "stdin", tokens, report)
-    source = find_source(spec, include, exclude)
-    corpus_name = name or (Path(str(spec)).stem if source.kind == "file" else _folder_name(source))
+    with _terminate_cleanly():
+        if str(spec) == "-":
+            if include or exclude:
+                raise CharrnnError(
+                    "--include and --exclude filter folder and glob corpora, not standard input"
+                )
+            with _spooled(sys.stdin.buffer) as spooled:
+                source = CorpusSource(
+                    "stdin", "standard input", [spooled], stats=[(spooled.stat().st_size, 0)]
+                )
+                tokens = _encode_to_temporary(source, encoding, lossy, level)
+            return _corpus(name or "stdin", tokens, report)
+        source = find_source(spec, include, exclude)
+        corpus_name = name or (
+            Path(str(spec)).stem if source.kind in ("file", "stream") else _folder_name(source)
+        )
+        if source.kind == "stream":  # a pipe or device (`<(...)`): read once, like standard input
+            with open_input(source.files[0], source.label) as stream, _spooled(stream) as spooled:
+                source = CorpusSource("stdin", source.label, [spooled], stats=[(spooled.stat().st_size, 0)])
+                tokens = _encode_to_temporary(source, encoding, lossy, level)
+            return _corpus(corpus_name, tokens, report)
+        return _cached_corpus(source, corpus_name, encoding, lossy, level, use_cache, report)
+
+
+load_text_file = load_corpus  # the name earlier releases documented
+
+
+def _cached_corpus(
+    source: CorpusSource, name: str, encoding: str, lossy: bool, level: str, use_cache: bool, report: Report
+) -> Corpus:
+    """Map the corpus's token file in the cache, encoding (or re-encoding) it first if needed."""
     entry = None
     if use_cache:
         try:
-            entry = cache_dir("tokens") / f"{source.cache_key(CACHE_VERSION, encoding, lossy, level)}.tok"
+            folder = cache_dir("tokens")
+            entry = folder / f"{source.cache_key(CACHE_VERSION, encoding, lossy, level)}.tok"
         except OSError as e:
             report(_no_cache_note(e))
     if entry is not None and entry.exists():
         try:
-            return _corpus(corpus_name, open_token_file(entry), report)
+            return _corpus(name, open_token_file(entry), report)
         except DamagedTokenFile as e:
-            report(f"cache entry for {source.label} was damaged ({e}); rebuilding it")
-            entry.unlink(missing_ok=True)
+            report(f"note: the cache entry for {source.label} was damaged ({e}); rebuilding it")
+            try:
+                entry.unlink(missing_ok=True)
+            except OSError as gone:  # a read-only cache: encode beside it
+                report(_no_cache_note(gone))
+                entry = None
     if entry is not None:
+        identity = source.identity(CACHE_VERSION, encoding, lossy, level)
         try:
-            _encode(source, encoding, lossy, level, entry)
-            return _corpus(corpus_name, open_token_file(entry), report)
+            _encode(source, encoding, lossy, level, entry, identity)
+            tokens = open_token_file(entry, verify=False)  # just written and hashed
         except (OSError, DamagedTokenFile) as e:  # read-only or full cache folder
             report(_no_cache_note(e))
-    return _corpus(corpus_name, _encode_to_temporary(source, encoding, lossy, level), report)
+        else:
+            _sweep(entry, identity)
+            return _corpus(name, tokens, report)
+    return _corpus(name, _encode_to_temporary(source, encoding, lossy, level), report)
 
 
-load_text_file = load_corpus  # the name earlier releases documented
+STALE_SECONDS = 3600.0
+
+
+def _sweep(kept: Path, identity: str) -> None:
+    """Tidy the cache after an encoding: remove entries that `kept` replaces (the same files with the same
+    settings, encoded before they changed) and temporary files that a killed encoder left an hour ago."""
+    now = time.time()
+    for path in kept.parent.iterdir():
+        if path == kept:
+            continue
+        with contextlib.suppress(OSError, DamagedTokenFile):
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                if now - path.stat().st_mtime > STALE_SECONDS:
+                    path.unlink()
+            elif path.suffix == ".tok" and read_header(path)[0].get("source", {}).get("identity") == identity:
+                path.unlink()  # a process mapping it keeps its pages until it lets go
 
 
 def _folder_name(source: CorpusSource) -> str:
@@ -213,10 +269,9 @@ def _no_cache_note(error: BaseException) -> str:
 def _corpus(name: str, tokens: TokenFile, report: Report) -> Corpus:
     info = tokens.source
     if info.get("skipped"):
-        first = info.get("first_skipped", "")
         report(
-            f"note: skipped {info['skipped']} of {info['skipped'] + info['files']} files that "
-            f"{info.get('what', 'are not text')} (first: {first})"
+            f"note: skipped {info['skipped']} of {info['skipped'] + info['files']} files: "
+            f"{info.get('why', '')} (first: {info.get('first_skipped', '')})"
         )
     if len(tokens.ids) == 0:
         raise CharrnnError(
@@ -231,76 +286,99 @@ def _encode_to_temporary(source: CorpusSource, encoding: str, lossy: bool, level
     try:
         folder = Path(tempfile.mkdtemp(prefix="charrnn-"))
         path = folder / "corpus.tok"
-        _encode(source, encoding, lossy, level, path)
-        return open_token_file(path)  # the mapping outlives the deleted file
+        _encode(source, encoding, lossy, level, path, "")
+        return open_token_file(path, verify=False)  # the mapping outlives the deleted file
     except OSError as e:
-        where = folder or tempfile.gettempdir()
         raise CharrnnError(
-            f"cannot write the encoded corpus to {where} ({e.strerror or e}); free some space or set "
-            "CHARRNN_CACHE_DIR (or TMPDIR) to a writable folder"
+            f"cannot write the encoded corpus to {tempfile.gettempdir()} ({e.strerror or e}); free some "
+            "space or set CHARRNN_CACHE_DIR (or TMPDIR) to a writable folder"
         ) from None
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: Path) -> None:
-    """The two passes: count the symbols (the vocabulary), then write the ids to the token file `dest`."""
-    kept, skipped = [], []
+def _scan(source: CorpusSource, encoding: str, lossy: bool, level: str):
+    """Pass 1: the files to read and the symbol counts, skipping (in a folder or glob) the files that are
+    not text: binary ones (NUL characters, even with --lossy), other encodings, unreadable ones."""
+    kept, skipped = [], {}
     counter = SymbolCounter()
-    separator = np.frombuffer(FILE_SEPARATOR.encode("ascii"), dtype=np.uint8)
     for path in source.files:
-        label = source.label if source.kind in ("file", "stdin") else str(path)
+        label = str(path) if source.several else source.label
         if level == "byte":
-            if source.several and looks_binary(path):
-                skipped.append(path)
+            try:
+                binary = source.several and looks_binary(path)
+            except OSError:
+                skipped.setdefault("unreadable", []).append(path)
                 continue
-            kept.append(path)
+            if binary:
+                skipped.setdefault("binary", []).append(path)
+            else:
+                kept.append(path)
             continue
         this_file = SymbolCounter()
         try:
-            for points in codepoints(path, encoding, lossy, label):
+            refuse_nul = True if source.several else None
+            for points in codepoints(path, encoding, lossy, label, refuse_nul=refuse_nul):
                 this_file.add(points)
-        except NotText:
+        except NotText as e:
             if not source.several:
                 raise
-            skipped.append(path)
+            skipped.setdefault("binary" if e.binary else f"not {encoding} text", []).append(path)
+            continue
+        except CharrnnError:
+            if not source.several:
+                raise
+            skipped.setdefault("unreadable", []).append(path)
             continue
         kept.append(path)
         counter.add_counts(this_file.counts)
         if source.several:
-            counter.add(separator)
+            counter.add(_SEPARATOR)
+    return kept, skipped, counter
+
+
+_SEPARATOR = np.frombuffer(FILE_SEPARATOR.encode("ascii"), dtype=np.uint8)
+
+
+def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: Path, identity: str) -> None:
+    """The two passes: count the symbols (the vocabulary), then write the ids to the token file `dest`."""
+    kept, skipped, counter = _scan(source, encoding, lossy, level)
+    n_skipped = sum(len(v) for v in skipped.values())
+    why = ", ".join(f"{len(v)} {reason}" for reason, v in skipped.items())
     if source.several and not kept:
-        what = "binary" if level == "byte" else f"valid {encoding} text"
-        raise CharrnnError(
-            f"{source.label} holds no usable text file ({len(skipped)} skipped: not {what}); "
-            + ("check the files" if level == "byte" else "try --encoding or --lossy")
-        )
+        hint = "try --encoding or --lossy" if f"not {encoding} text" in skipped else "check the files"
+        raise CharrnnError(f"{source.label} holds no usable text file ({n_skipped} skipped: {why}); {hint}")
     if level == "byte":
         vocab = Vocabulary.for_bytes()
         sizes = dict(zip(source.files, (size for size, _ in source.stats), strict=True))
-        count = sum(sizes[p] for p in kept) + (len(separator) * len(kept) if source.several else 0)
+        count = sum(sizes[p] for p in kept) + (len(_SEPARATOR) * len(kept) if source.several else 0)
     else:
         vocab = counter.vocabulary()
         count = counter.total
+    first_skipped = min((p for v in skipped.values() for p in v), key=lambda p: p.as_posix(), default=None)
     info = {
         "label": source.label,
         "kind": source.kind,
+        "identity": identity,
         "files": len(kept),
-        "skipped": len(skipped),
-        "first_skipped": source.relative(skipped[0]) if skipped else "",
-        "what": "look binary" if level == "byte" else f"are not {encoding} text",
+        "skipped": n_skipped,
+        "why": why,
+        "first_skipped": source.relative(first_skipped) if first_skipped else "",
     }
 
     def ids() -> Iterator[np.ndarray]:
         mapper = IdMapper(vocab) if level == "char" else None
         for path in kept:
-            label = source.label if not source.several else str(path)
-            chunks = raw_bytes(path, label) if mapper is None else codepoints(path, encoding, lossy, label)
-            for chunk in chunks:
-                yield chunk if mapper is None else mapper(chunk)
+            label = str(path) if source.several else source.label
+            if mapper is None:
+                yield from raw_bytes(path, label)
+            else:
+                refuse_nul = True if source.several else None
+                for points in codepoints(path, encoding, lossy, label, refuse_nul=refuse_nul):
+                    yield mapper(points)
             if source.several:
-                yield separator if mapper is None else mapper(separator)
+                yield _SEPARATOR if mapper is None else mapper(_SEPARATOR)
         if mapper is not None and mapper.unknown:
             raise ValueError("new characters appeared")
 
@@ -312,20 +390,44 @@ def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: 
         ) from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while encoding: unwinds like Ctrl-C, so temporary files are removed on the way out."""
+
+    signum = signal.SIGTERM
+
+
 @contextlib.contextmanager
-def _spooled_stdin() -> Iterator[Path]:
-    """Standard input copied, chunk by chunk, into a temporary file (deleted afterwards)."""
+def _terminate_cleanly() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated (in the main thread), as Ctrl-C raises
+    KeyboardInterrupt, so an encoding stopped either way leaves no temporary file behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _spooled(stream) -> Iterator[Path]:
+    """A stream (standard input, a pipe) copied chunk by chunk into a temporary file, deleted afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="charrnn-stdin-"))
     try:
         path = folder / "stdin"
         try:
             with open(path, "wb") as out:
-                for chunk in read_chunks(sys.stdin.buffer):
+                for chunk in read_chunks(stream):
                     out.write(chunk)
         except OSError as e:
             raise CharrnnError(
-                f"cannot spool standard input to {folder} ({e.strerror or e}); set TMPDIR to a folder with "
-                "free space"
+                f"cannot copy the input to {tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a "
+                "folder with free space"
             ) from None
         yield path
     finally:
@@ -343,29 +445,33 @@ def encode_with_vocab(
     characters were outside it (dropped). Streams the text: memory does not grow with it.
 
     At the byte level the file's bytes are the ids, mapped directly; otherwise the ids go to an unnamed
-    temporary file that disappears when the mapping does.
+    temporary file that disappears when the mapping does. Pipes are copied to a temporary file first.
     """
-    if str(spec) == "-":
-        with _spooled_stdin() as spooled:
-            return encode_with_vocab(spooled, vocab, encoding, lossy, "standard input")
-    path = Path(spec)
-    label = label or str(spec)
-    if vocab.is_bytes:
-        with open_input(path, label) as f:
-            return map_ids(f.fileno(), np.dtype(np.uint8), 0, os.fstat(f.fileno()).st_size), 0
-    mapper = IdMapper(vocab)
-    dtype = numpy_id_dtype(len(vocab))
-    try:
-        with tempfile.TemporaryFile(prefix="charrnn-ids-") as out:
-            count = 0
-            for points in codepoints(path, encoding, lossy, label):
-                ids = mapper(points).astype(dtype)
-                out.write(ids)
-                count += ids.size
-            out.flush()
-            return map_ids(out.fileno(), dtype, 0, count), mapper.unknown
-    except OSError as e:
-        raise CharrnnError(
-            f"cannot write the encoded text to {tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a "
-            "folder with free space"
-        ) from None
+    with _terminate_cleanly():
+        if str(spec) == "-":
+            with _spooled(sys.stdin.buffer) as spooled:
+                return encode_with_vocab(spooled, vocab, encoding, lossy, "standard input")
+        path = Path(spec)
+        label = label or str(spec)
+        if path.exists() and not path.is_file() and not path.is_dir():  # a pipe or device
+            with open_input(path, label) as stream, _spooled(stream) as spooled:
+                return encode_with_vocab(spooled, vocab, encoding, lossy, label)
+        if vocab.is_bytes:
+            with open_input(path, label) as f:
+                return map_ids(f.fileno(), np.dtype(np.uint8), 0, os.fstat(f.fileno()).st_size), 0
+        mapper = IdMapper(vocab)
+        dtype = numpy_id_dtype(len(vocab))
+        try:
+            with tempfile.TemporaryFile(prefix="charrnn-ids-") as out:
+                count = 0
+                for points in codepoints(path, encoding, lossy, label):
+                    ids = mapper(points).astype(dtype)
+                    out.write(ids)
+                    count += ids.size
+                out.flush()
+                return map_ids(out.fileno(), dtype, 0, count), mapper.unknown
+        except OSError as e:
+            raise CharrnnError(
+                f"cannot write the encoded text to {tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR "
+                "to a folder with free space"
+            ) from None

@@ -157,7 +157,7 @@ def score_sums(
     return float(total), count
 
 
-def _check_scorable(known: int, unknown: int) -> None:
+def _check_scorable(known: int, unknown: int, unit: str = "character") -> None:
     if known >= 2:
         return
     if unknown:
@@ -165,7 +165,7 @@ def _check_scorable(known: int, unknown: int) -> None:
             f"too few of the text's characters are in the model's vocabulary ({unknown} unknown, "
             f"{known} known); score a text in the language the model was trained on"
         )
-    raise CharrnnError("the text is too short to score; it needs at least 2 characters")
+    raise CharrnnError(f"the text is too short to score; it needs at least 2 {unit}s")
 
 
 def score_text(model: CharRNN, vocab, text: str, device: torch.device | str = "cpu") -> Score:
@@ -178,7 +178,7 @@ def score_text(model: CharRNN, vocab, text: str, device: torch.device | str = "c
         unknown = len(text) - len(kept)
         text = kept
     ids = vocab.encode(text)
-    _check_scorable(ids.numel(), unknown)
+    _check_scorable(ids.numel(), unknown, vocab.unit)
     score = score_ids(model, ids, device)
     score.unknown = unknown
     score.unit = vocab.unit
@@ -198,7 +198,7 @@ def score_text_file(
     model, vocab = model_from_checkpoint(blob, dev)
     check_level(vocab.level, encoding, lossy)
     ids, unknown = encode_with_vocab(text_path, vocab, encoding or "utf-8", lossy)
-    _check_scorable(ids.numel(), unknown)
+    _check_scorable(ids.numel(), unknown, vocab.unit)
     score = score_ids(model, ids, dev)
     score.unknown = unknown
     score.unit = vocab.unit

@@ -124,7 +124,7 @@ def settle_configs(
         corpus.fingerprint,
     ):
         raise CharrnnError(
-            f"the corpus is not the text this run was trained on ({len(corpus):,} characters here, "
+            f"the corpus is not the text this run was trained on ({len(corpus):,} {corpus.vocab.unit}s here, "
             f"{saved.get('chars', 0):,} in the checkpoint, different content); resume on the same corpus"
         )
     if corpus.vocab.to_list() != list(blob["vocab"]):
@@ -363,20 +363,22 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
         return SIGNAL_STATUS.get(sig, 1)
     if request.quiet:
         return 0
+    unit = trainer.corpus.vocab.unit
+    short = "byte" if unit == "byte" else "char"
     table = Table(title="training finished", title_justify="left", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
     if p.best_val < float("inf"):
-        table.add_row("best validation loss", f"{p.best_val:.4f} nats/char")
-        table.add_row("  bits per character", f"{p.best_val / LN2:.4f}")
+        table.add_row("best validation loss", f"{p.best_val:.4f} nats/{short}")
+        table.add_row(f"  bits per {unit}", f"{p.best_val / LN2:.4f}")
         table.add_row("  perplexity", f"{2.718281828459045**p.best_val:.3f}")
     if result.final_score is not None:
-        table.add_row("final validation loss", f"{result.final_score.nats:.4f} nats/char")
+        table.add_row("final validation loss", f"{result.final_score.nats:.4f} nats/{short}")
     table.add_row(
         "steps / epochs", f"{p.step:,} / {p.epoch + p.batch / max(trainer.batcher.batches_per_epoch, 1):.2f}"
     )
     table.add_row("time", format_duration(p.elapsed))
-    table.add_row("training speed", f"{result.chars_per_sec:,.0f} chars/s")
+    table.add_row("training speed", f"{result.chars_per_sec:,.0f} {short}s/s")
     if trainer.ranks.distributed:
         world, batch = trainer.ranks.world_size, trainer.config.batch_size
         table.add_row("ranks", f"{world} x batch {batch} = global batch {world * batch}")

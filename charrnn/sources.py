@@ -27,7 +27,7 @@ FILE_SEPARATOR = "\x1c\n"
 class CorpusSource:
     """The files behind a corpus, in reading order."""
 
-    kind: str  # "file", "folder", "glob" or "stdin"
+    kind: str  # "file", "folder", "glob", "stdin", or "stream" (a pipe or device: read once)
     label: str  # how messages name it
     files: list[Path]
     root: Path | None = None  # the folder, or the glob's fixed leading part (for relative names)
@@ -45,6 +45,14 @@ class CorpusSource:
             return path.relative_to(self.root).as_posix()
         except ValueError:
             return str(path)
+
+    def identity(self, *settings: object) -> str:
+        """Names the corpus whatever its contents: the resolved paths and the settings. A new encoding of
+        the same identity replaces the old one in the cache."""
+        digest = hashlib.sha256(repr(settings).encode())
+        for path in self.files:
+            digest.update(f"{path.resolve()}\n".encode())
+        return digest.hexdigest()[:32]
 
     def cache_key(self, *settings: object) -> str:
         """Names the encoded form: every file's resolved path, size and modification time, and the
@@ -108,7 +116,49 @@ def _walk(folder: Path) -> list[Path]:
     for top, dirs, names in os.walk(folder, onerror=None, followlinks=False):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files.extend(Path(top) / n for n in names if not n.startswith("."))
-    return sorted((f for f in files if f.is_file()), key=lambda p: p.as_posix())
+    return _unique(sorted((f for f in files if f.is_file()), key=lambda p: p.as_posix()))
+
+
+def _unique(files: list[Path]) -> list[Path]:
+    """Each file once: the first of several paths to it (symbolic links) is kept."""
+    seen, kept = set(), []
+    for path in files:
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            kept.append(path)
+    return kept
+
+
+def _glob_files(pattern: str) -> list[Path]:
+    """The files a glob pattern matches, found by walking from its fixed leading folders without
+    following symbolic links to folders (Python's glob follows them, and a link loop such as `up -> ..`
+    multiplies the matches without end). `**` matches any number of folders, `*`, `?` and `[...]` stay
+    within one name, and hidden files and folders are left out unless the pattern names one."""
+    root = glob_root(pattern)
+    parts = Path(pattern).parts[len(root.parts) if str(root) != "." else 0 :]
+    hidden = any(part.startswith(".") for part in parts)
+    deepest = None if "**" in parts else len(parts)  # folders below this depth cannot match
+    found = []
+    if not root.is_dir():
+        return found
+    for top, dirs, names in os.walk(root, followlinks=False):
+        rel_top = Path(top).relative_to(root).parts
+        dirs[:] = [] if deepest is not None and len(rel_top) + 1 >= deepest else dirs
+        dirs[:] = [d for d in dirs if hidden or not d.startswith(".")]
+        for name in names:
+            if (hidden or not name.startswith(".")) and _matches_parts((*rel_top, name), parts):
+                found.append(Path(top) / name)
+    return _unique(sorted((f for f in found if f.is_file()), key=lambda p: p.as_posix()))
+
+
+def _matches_parts(names: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether a relative path's names match a glob's parts, `**` standing for any number of names."""
+    if not parts:
+        return not names
+    if parts[0] == "**":
+        return any(_matches_parts(names[i:], parts[1:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatch.fnmatchcase(names[0], parts[0]) and _matches_parts(names[1:], parts[1:])
 
 
 def glob_root(pattern: str) -> Path:
@@ -131,10 +181,7 @@ def find_source(spec: str | Path, include: Sequence[str] = (), exclude: Sequence
     path = Path(spec)
     if is_glob(spec_text):
         root = glob_root(spec_text)
-        found = sorted(
-            (Path(p) for p in glob.glob(spec_text, recursive=True) if Path(p).is_file()),
-            key=lambda p: p.as_posix(),
-        )
+        found = _glob_files(spec_text)
         files = _filter(found, root, include, exclude)
         source = CorpusSource("glob", repr(spec_text), files, root)
         if not files:
@@ -154,6 +201,8 @@ def find_source(spec: str | Path, include: Sequence[str] = (), exclude: Sequence
             )
         if not path.exists():
             raise CharrnnError(f"{spec_text}: no such file")
+        if not path.is_file():  # a pipe (`<(...)`) or a device: no size, no seeking
+            return CorpusSource("stream", spec_text, [path], stats=[(0, 0)])
         source = CorpusSource("file", spec_text, [path])
     source.stats = [_stat(f, str(f)) for f in source.files]
     if source.several:  # empty files add nothing but a separator

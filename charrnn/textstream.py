@@ -30,7 +30,11 @@ _ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252", "lat
 
 
 class NotText(CharrnnError):
-    """A file that is not text in the chosen encoding (bad bytes, or NUL characters)."""
+    """A file that is not text in the chosen encoding: bad bytes, or NUL characters (`binary`)."""
+
+    def __init__(self, message: str, binary: bool = False):
+        super().__init__(message)
+        self.binary = binary
 
 
 def check_encoding(encoding: str) -> str:
@@ -89,12 +93,14 @@ def codepoints(
     lossy: bool = False,
     label: str | None = None,
     chunk_bytes: int | None = None,
+    refuse_nul: bool | None = None,
 ) -> Iterator[np.ndarray]:
     """The code points of a text file, chunk by chunk (uint8 arrays for ASCII chunks, else uint32).
 
     Raises NotText naming the offset of the first undecodable byte, or for NUL characters near the start
-    (unless lossy).
+    (`refuse_nul`; by default unless lossy).
     """
+    refuse_nul = not lossy if refuse_nul is None else refuse_nul
     label = label or str(path)
     codec = check_encoding(encoding)
     decoder = codecs.getincrementaldecoder(encoding)("replace" if lossy else "strict")
@@ -114,8 +120,8 @@ def codepoints(
             except UnicodeDecodeError as e:
                 raise _bad_text(e, offset - pending, head, encoding, label) from None
             points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        if not lossy and chars < BINARY_PROBE and not points[: BINARY_PROBE - chars].all():
-            raise NotText(f"{label} looks binary (it contains NUL characters); give a text file")
+        if refuse_nul and chars < BINARY_PROBE and not points[: BINARY_PROBE - chars].all():
+            raise NotText(f"{label} looks binary (it contains NUL characters); give a text file", binary=True)
         offset += len(chunk)
         chars += len(points)
         if len(points):
@@ -131,7 +137,7 @@ def codepoints(
 
 def _bad_text(error: UnicodeDecodeError, base: int, head: bytes, encoding: str, label: str) -> NotText:
     if b"\x00" in head:
-        return NotText(f"{label} looks binary (it contains NUL bytes); give a text file")
+        return NotText(f"{label} looks binary (it contains NUL bytes); give a text file", binary=True)
     where = describe_bad_bytes(error.object, error.start, base + error.start, encoding)
     return NotText(f"{label} is {where}")
 
@@ -143,12 +149,10 @@ def raw_bytes(path: Path, label: str | None = None, chunk_bytes: int | None = No
 
 
 def looks_binary(path: Path, probe: int = 8192) -> bool:
-    """A NUL byte among the first `probe` bytes: how folder corpora skip binary files at the byte level."""
-    try:
-        with open(path, "rb") as f:
-            return b"\x00" in f.read(probe)
-    except OSError:
-        return True
+    """A NUL byte among the first `probe` bytes: how folder corpora skip binary files at the byte level.
+    Raises OSError for a file that cannot be read."""
+    with open(path, "rb") as f:
+        return b"\x00" in f.read(probe)
 
 
 class SymbolCounter:

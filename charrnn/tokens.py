@@ -10,8 +10,9 @@ Layout (little-endian):
 
 The header is written first with a zero fingerprint and rewritten once the ids (and so their hash) are
 done; the whole file is written under a temporary name and renamed, so a reader sees a complete file or
-none. `open_token_file` checks the magic, the header and the file size against each other, so a truncated
-or foreign file is reported (`DamagedTokenFile`) rather than trained on.
+none. `open_token_file` checks the magic, the header and the file size against each other, then reads the
+ids once to check their range and their SHA-256 against the header, so a truncated, altered or foreign
+file is reported (`DamagedTokenFile`) rather than trained on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from charrnn.vocab import Vocabulary, numpy_id_dtype
 
 MAGIC = b"CHARRNN-TOKENS\n\x01"
 ALIGN = 64
+VERIFY_BLOCK = 1 << 20
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32}
 _NO_FINGERPRINT = "0" * 64
 
@@ -75,6 +77,9 @@ def write_token_file(
     }
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600: a cache shared between users must be readable
         with os.fdopen(fd, "wb") as f:
             f.write(_header_bytes(header))
             digest = hashlib.sha256()
@@ -133,8 +138,9 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, offset
 
 
-def open_token_file(path: Path) -> TokenFile:
-    """Map a token file's ids without reading them; DamagedTokenFile if the file is not whole."""
+def open_token_file(path: Path, verify: bool = True) -> TokenFile:
+    """Map a token file's ids; DamagedTokenFile if the file is not whole or (with `verify`) its ids are
+    not the ones it was written with (see `verify_ids`)."""
     header, offset = read_header(path)
     count = header["count"]
     dtype = np.dtype(_DTYPES[header["dtype"]])
@@ -144,8 +150,31 @@ def open_token_file(path: Path) -> TokenFile:
         raise DamagedTokenFile("header holds a bad vocabulary") from None
     if len(vocab) != len(header["vocab"]):
         raise DamagedTokenFile("header holds a repeated symbol")
+    if verify:
+        verify_ids(path, dtype, offset, len(vocab), header["fingerprint"])
     ids = map_ids(path, dtype, offset, count)
     return TokenFile(path, vocab, ids, header["fingerprint"], header.get("source", {}))
+
+
+def verify_ids(path: Path, dtype: np.dtype, offset: int, vocab_size: int, fingerprint: str) -> None:
+    """Read the ids once, in blocks through one reused buffer (the page cache, not this process's
+    memory): every id must be below the vocabulary size and their SHA-256 must be the header's.
+    About 0.6 s a gigabyte here (BENCHMARKS.md); DamagedTokenFile otherwise."""
+    digest = hashlib.sha256()
+    buffer = bytearray(VERIFY_BLOCK - VERIFY_BLOCK % dtype.itemsize)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while n := f.readinto(buffer):
+                block = memoryview(buffer)[:n]
+                digest.update(block)
+                ids = np.frombuffer(block, dtype=dtype)
+                if vocab_size <= np.iinfo(dtype).max and ids.size and int(ids.max()) >= vocab_size:
+                    raise DamagedTokenFile(f"it holds an id outside its {vocab_size}-symbol vocabulary")
+    except OSError as e:
+        raise DamagedTokenFile(f"cannot read it ({e.strerror})") from None
+    if digest.hexdigest() != fingerprint:
+        raise DamagedTokenFile("its ids do not match their checksum")
 
 
 def map_ids(path: Path | int, dtype: np.dtype, offset: int, count: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,9 @@ def test_cache_follows_changes_even_with_the_same_size_and_time(small_text_file,
     small_text_file.write_text(changed, encoding="utf-8")
     os.utime(small_text_file, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
     assert _decoded(load_corpus(small_text_file)) == changed
-    assert len(_token_files(isolated_cache)) == 2
+    assert len(_token_files(isolated_cache)) == 1  # the new encoding replaced the stale one
     assert len(load_corpus(small_text_file, encoding="latin-1").vocab) > 0  # settings are part of the key
-    assert len(_token_files(isolated_cache)) == 3
+    assert len(_token_files(isolated_cache)) == 2
 
 
 @pytest.mark.parametrize(
@@ -193,7 +194,7 @@ def test_folder_corpus_reads_sorted_text_files_with_separators(tmp_path):
     expected = "print('a')\n" + sep + "bee text\n" + sep + "x = 'ç'\n" + sep + "# dee" + sep
     assert _decoded(corpus) == expected  # a.py, b.txt, sub/c.py, sub/deeper/d.md: sorted paths
     assert corpus.name == "tree"
-    assert notes == ["note: skipped 2 of 6 files that are not utf-8 text (first: sub/latin1.txt)"]
+    assert notes == ["note: skipped 2 of 6 files: 1 not utf-8 text, 1 binary (first: sub/latin1.txt)"]
     only_py = load_corpus(root, include=["*.py"])
     assert _decoded(only_py) == "print('a')\n" + sep + "x = 'ç'\n" + sep
     no_sub = load_corpus(root, exclude=["sub/*"])
@@ -437,3 +438,166 @@ def test_stdin_corpus_is_streamed(tmp_path):
     result = invoke("train", "-", "--out", run, *TINY_TRAIN_FLAGS, input=MIXED.encode())
     assert result.exit_code == 0, result.output
     assert load_checkpoint(run / "last.pt")["corpus"]["chars"] == len(MIXED)
+
+
+# ---- what the review of the first version found --------------------------------------------------------
+def test_altered_ids_are_caught_by_range_and_checksum(small_text_file, isolated_cache):
+    expected = _decoded(load_corpus(small_text_file))
+    (token_file,) = _token_files(isolated_cache)
+    data = bytearray(token_file.read_bytes())
+    size = len(data)
+    for new_id in (250, 3):  # outside the vocabulary, then another valid id: same size, same header
+        data[-10] = new_id if data[-10] != new_id else new_id + 1
+        token_file.write_bytes(bytes(data))
+        assert token_file.stat().st_size == size
+        with pytest.raises(DamagedTokenFile, match="outside its|checksum"):
+            open_token_file(token_file)
+        notes = []
+        assert _decoded(load_corpus(small_text_file, report=notes.append)) == expected
+        assert "damaged" in notes[0]
+        data = bytearray(token_file.read_bytes())
+
+
+def test_damaged_entry_in_a_read_only_cache_falls_back(small_text_file, isolated_cache, monkeypatch):
+    load_corpus(small_text_file)
+    (token_file,) = _token_files(isolated_cache)
+    token_file.write_bytes(token_file.read_bytes()[:-3])
+    real_unlink = Path.unlink
+
+    def refuse(self, *args, **kwargs):  # chattr +i, without needing it
+        if self.suffix == ".tok":
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    notes = []
+    corpus = load_corpus(small_text_file, report=notes.append)
+    assert _decoded(corpus) == small_text_file.read_text(encoding="utf-8")
+    assert "damaged" in notes[0] and "CHARRNN_CACHE_DIR" in notes[1]
+
+
+def test_sigterm_while_encoding_leaves_no_temporary_file(tmp_path, isolated_cache, monkeypatch):
+    import signal
+
+    import charrnn.corpus
+    from charrnn.corpus import Terminated
+
+    path = tmp_path / "t.txt"
+    path.write_text(MIXED * 20, encoding="utf-8")
+    monkeypatch.setattr(textstream, "CHUNK_BYTES", 256)
+    real = charrnn.corpus.IdMapper.__call__
+    calls = []
+
+    def terminated_midway(self, points):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, points)
+
+    monkeypatch.setattr(charrnn.corpus.IdMapper, "__call__", terminated_midway)
+    with pytest.raises(Terminated):
+        load_corpus(path)
+    assert list((isolated_cache / "tokens").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+def test_stale_temporary_files_and_replaced_entries_are_swept(small_text_file, isolated_cache):
+    load_corpus(small_text_file)
+    folder = isolated_cache / "tokens"
+    stale, fresh = folder / ".x.tok.abc.tmp", folder / ".y.tok.def.tmp"
+    stale.write_bytes(b"left by a killed encoder")
+    fresh.write_bytes(b"another encoder at work")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    small_text_file.write_text("changed text " * 100, encoding="utf-8")
+    load_corpus(small_text_file)
+    assert not stale.exists() and fresh.exists()
+    assert len(_token_files(isolated_cache)) == 1
+
+
+def test_links_never_repeat_a_file(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "x.txt").write_text("only once\n", encoding="utf-8")
+    (root / "sub" / "up").symlink_to("..")  # a loop
+    (root / "linkdir").symlink_to("sub")
+    (root / "linkfile.txt").symlink_to("sub/x.txt")
+    expected = "only once\n" + FILE_SEPARATOR
+    assert _decoded(load_corpus(root)) == expected
+    monkeypatch.chdir(tmp_path)
+    assert _decoded(load_corpus("tree/**/*.txt")) == expected
+
+
+def test_unreadable_files_in_a_folder_are_skipped_and_named(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a.txt").write_text("readable\n", encoding="utf-8")
+    (root / "secret.txt").write_text("hidden\n", encoding="utf-8")
+    real_open = open
+
+    def denied(path, *args, **kwargs):  # chmod 000 does not stop root
+        if str(path).endswith("secret.txt"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(textstream, "open", denied, raising=False)
+    for level in ("char", "byte"):
+        notes = []
+        corpus = load_corpus(root, level=level, report=notes.append)
+        assert corpus.vocab.decode(corpus.ids) == "readable\n" + FILE_SEPARATOR
+        assert notes == ["note: skipped 1 of 2 files: 1 unreadable (first: secret.txt)"]
+
+
+def test_lossy_folder_still_skips_binary_files(tmp_path):
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a.txt").write_text("text\n", encoding="utf-8")
+    (root / "b.dat").write_bytes(b"\x00\x01\x02\xff" * 10)
+    corpus = load_corpus(root, lossy=True)
+    assert corpus.vocab.decode(corpus.ids) == "text\n" + FILE_SEPARATOR
+    (root / "a.txt").unlink()
+    with pytest.raises(CharrnnError, match=r"1 skipped: 1 binary\); check the files"):
+        load_corpus(root, lossy=True)
+
+
+def test_a_pipe_is_read_once_like_standard_input(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def write():
+        with open(fifo, "w", encoding="utf-8") as f:
+            f.write(MIXED)
+
+    for load in (
+        lambda: _decoded(load_corpus(fifo)),
+        lambda: _decoded(load_corpus(fifo, level="byte")),
+    ):
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert load() == MIXED
+        writer.join()
+    writer = threading.Thread(target=write)
+    writer.start()
+    ids, unknown = encode_with_vocab(fifo, Vocabulary.for_bytes())
+    writer.join()
+    assert ids.numpy().tobytes() == MIXED.encode() and unknown == 0
+
+
+def test_byte_level_reports_speak_of_bytes(tmp_path):
+    path = tmp_path / "b.bin"
+    path.write_bytes(INVALID_UTF8)
+    run = tmp_path / "run"
+    flags = [f for f in TINY_TRAIN_FLAGS if f != "--quiet"]
+    trained = invoke("train", path, "--level", "byte", "--out", run, *flags)
+    assert trained.exit_code == 0, trained.output
+    assert "nats/byte" in trained.stderr and "bits per byte" in trained.stderr and "bytes/s" in trained.stderr
+    one = tmp_path / "one.bin"
+    one.write_bytes(b"x")
+    short = invoke("evaluate", run, one)
+    assert short.exit_code == 1 and "at least 2 bytes" in short.stderr
+
+
+def test_val_chars_below_two_is_refused(small_text_file):
+    result = invoke("train", small_text_file, "--val-chars", "1", *TINY_TRAIN_FLAGS)
+    assert result.exit_code == 2 and "must be 0 (all) or at least 2" in result.output
