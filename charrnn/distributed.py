@@ -50,9 +50,11 @@ class Ranks:
     local_world_size: int = 1
     backend: str | None = None  # set once the process group is up
 
+    launched: bool = False  # started by torchrun (a world of one then still runs through the process group)
+
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -78,7 +80,7 @@ class Ranks:
                 f"RANK {rank} / WORLD_SIZE {world} / LOCAL_RANK {local_rank} do not fit together; start the "
                 "ranks with torchrun"
             )
-        return cls(rank, world, local_rank, local_world)
+        return cls(rank, world, local_rank, local_world, launched="TORCHELASTIC_RUN_ID" in os.environ)
 
     # ---- set-up and tear-down ----------------------------------------------------------------------------
     def join(self, device: torch.device, backend: str = "auto") -> None:

@@ -231,3 +231,21 @@ def test_split_validation_adds_up_to_the_single_process_score():
         assert count == whole.chars
         # (the same sums, but in row blocks of other sizes: float32 kernels round a little differently)
         assert total / count == pytest.approx(whole.nats, rel=1e-6)
+
+
+def test_more_local_ranks_than_gpus_is_refused(monkeypatch):
+    from charrnn.device import pick_device
+    from charrnn.errors import CharrnnError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CharrnnError, match="2 ranks on this machine but 1 GPU"):
+        pick_device("cuda", local_rank=1, local_world_size=2)
+    assert pick_device("cpu", local_rank=1, local_world_size=2).type == "cpu"
+
+
+def test_one_rank_under_torchrun_trains_through_the_process_group(tmp_path, corpus):
+    run = tmp_path / "run"
+    done = _run(_torchrun(corpus, *TINY, "--max-steps", "10", "--out", run, ranks=1))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(run / "last.pt")["distributed"]["world_size"] == 1
