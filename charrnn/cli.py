@@ -615,7 +615,19 @@ def main() -> None:
         # with 1; a closed pipe is not an error here
         if e.code == 1 and stdout_before != _stdout_identity() == _identity(os.devnull):
             sys.exit(0)
+        if torch_distributed_started():
+            # under torchrun every file is written and synced by now; leave without tearing the process
+            # group down, which gloo's threads can turn into an abort (exit -6 instead of our status)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.code if isinstance(e.code, int) else 1)
         raise
+
+
+def torch_distributed_started() -> bool:
+    """Whether this process joined a process group (without importing torch if it never did)."""
+    distributed = sys.modules.get("torch.distributed")
+    return distributed is not None and distributed.is_available() and distributed.is_initialized()
 
 
 def _identity(path: str) -> tuple[int, int] | None:

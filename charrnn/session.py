@@ -25,6 +25,7 @@ from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
+from charrnn.runlock import run_lock
 from charrnn.scheduled import parse_schedule
 from charrnn.train import Trainer, TrainResult
 
@@ -161,10 +162,9 @@ def run_training(request: TrainRequest, console: Console) -> int:
     still reach stderr) and writes files."""
     ranks = Ranks.from_environment()
     status = _run_training(request, console if ranks.is_main else Console(quiet=True), ranks)
-    # an orderly goodbye: tearing the group down while a peer still writes its last checkpoint aborts
-    # gloo; after a failure there is no one to say it to, and the process just exits
+    # wait until rank 0 has written its last checkpoint; the process group is not torn down here: the
+    # command line ends distributed processes at once (gloo's threads can abort during a teardown)
     ranks.barrier()
-    ranks.leave()
     return status
 
 
@@ -185,28 +185,36 @@ def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> int:
     _join(request, blob, ranks)
     level = _settle_level(request.level, blob)
     path, name = resolve(request.corpus)
-    if not ranks.is_main:
-        ranks.barrier()  # rank 0 encodes the corpus once; the others then map its token file
-    corpus = load_corpus(
-        path,
-        name,
-        request.encoding,
-        request.lossy,
-        level,
-        request.include,
-        request.exclude,
-        report=lambda note: console.print(note, markup=False, soft_wrap=True),
-    )
-    if ranks.is_main:
-        ranks.barrier()
-    model_config, config, notes = settle_configs(request, corpus, blob)
     if request.out is not None:
         run_dir = Path(request.out)
     elif blob is not None:
         run_dir = Path(blob["path"]).parent
     else:
         run_dir = Path("checkpoints") / name
+    # one run per folder, from before the corpus is read (its first encoding may take a while)
+    with run_lock(run_dir) if ranks.is_main else contextlib.nullcontext():
+        if not ranks.is_main:
+            ranks.barrier()  # rank 0 encodes the corpus once; the others then map its token file
+        corpus = load_corpus(
+            path,
+            name,
+            request.encoding,
+            request.lossy,
+            level,
+            request.include,
+            request.exclude,
+            report=lambda note: console.print(note, markup=False, soft_wrap=True),
+        )
+        if ranks.is_main:
+            ranks.barrier()
+        return _train_in(run_dir, request, console, ranks, corpus, blob)
 
+
+def _train_in(
+    run_dir: Path, request: TrainRequest, console: Console, ranks: Ranks, corpus: Corpus, blob: dict | None
+) -> int:
+    """Settle the configuration, check the run folder, train and report (with the folder locked)."""
+    model_config, config, notes = settle_configs(request, corpus, blob)
     if blob is None and not request.overwrite and ranks.is_main:
         existing = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
         if existing:

@@ -22,7 +22,6 @@ continues exactly.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -45,6 +44,7 @@ from charrnn.diagnostics import gradient_reach
 from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score, score_sums
+from charrnn.jsonl import append_record, read_records, rewrite_records
 from charrnn.model import CharRNN, ModelConfig, detach_state
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
@@ -58,6 +58,7 @@ class Progress:
     batch: int = 0  # next batch index within the epoch
     elapsed: float = 0.0  # wall-clock seconds of the run so far, across resumes (what --max-time limits)
     eval_time: float = 0.0  # the part of `elapsed` spent scoring validation text
+    pending_eval_lr: float | None = None  # an evaluation a signal cut short (its learning rate): redone first
     chars_seen: int = 0
     best_val: float = math.inf
     history: list[dict] = field(default_factory=list)
@@ -179,6 +180,7 @@ class Trainer:
         self.schedule = SamplingSchedule(*ss) if ss else None
         self.fed_fraction = _LossMeter(self.device)  # share of inputs that were the model's own guesses
         self.grad_reach: list[float] | None = None  # the latest gradient_reach measurement
+        self.resumed = False
         if resume is not None:
             self._restore(resume)
         self.net: torch.nn.Module = self.model  # what the training step calls
@@ -204,6 +206,7 @@ class Trainer:
                 f"carries its own streams' hidden state); resume it with {launch}"
             )
         self.model.load_state_dict(blob["model"])
+        self.resumed = True
         self.optimizer.load_state_dict(blob["optimizer"])
         for group in self.optimizer.param_groups:
             group["weight_decay"] = self.config.weight_decay
@@ -214,6 +217,7 @@ class Trainer:
             batch=p["batch"],
             elapsed=p["elapsed"],
             eval_time=p.get("eval_time", 0.0),
+            pending_eval_lr=p.get("pending_eval_lr"),
             chars_seen=p.get("chars_seen", 0),
             best_val=p["best_val"],
             history=list(blob.get("history", [])),
@@ -277,6 +281,7 @@ class Trainer:
                 "batch": p.batch,
                 "elapsed": p.elapsed,
                 "eval_time": p.eval_time,
+                "pending_eval_lr": p.pending_eval_lr,
                 "chars_seen": p.chars_seen,
                 "best_val": p.best_val,
                 "loss_sum": float(self.since_eval.total),
@@ -345,8 +350,7 @@ class Trainer:
         }
         p.history.append(entry)
         if self.ranks.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_record(self.run_dir / "metrics.jsonl", entry)
         return entry
 
     def _reduce(self, values: list[float]) -> list[float]:
@@ -386,8 +390,9 @@ class Trainer:
     def _log_gradient_reach(self, x: torch.Tensor, y: torch.Tensor, state) -> None:
         """Record how far back this window's gradient reaches (see diagnostics.py) in grad_norms.jsonl."""
         self.grad_reach = gradient_reach(self.model, x, y, state)
-        with open(self.run_dir / "grad_norms.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.progress.step, "norms": self.grad_reach}) + "\n")
+        append_record(
+            self.run_dir / "grad_norms.jsonl", {"step": self.progress.step, "norms": self.grad_reach}
+        )
 
     def _evaluate_and_save(self, train_loss: float, lr: float) -> Score | None:
         """Score the validation text (its time counts against the budget), log it, save last/best.
@@ -401,6 +406,7 @@ class Trainer:
             self.progress.eval_time += time.perf_counter() - t0
             self._tick()
         self.since_eval.reset()
+        self.progress.pending_eval_lr = None
         if score is not None and not math.isfinite(score.nats):
             return score
         self._record(score, train_loss, lr, self._speed())
@@ -419,6 +425,8 @@ class Trainer:
         p = self.progress
         self._check_output_folder()
         self.check_limits()
+        if self.resumed and self.ranks.is_main:
+            self._align_logs()
         self._clock = (time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
         stop = self._stop = _StopRequest(grace=2.0 if self.ranks.distributed else 0.0)
         with stop.installed(keep=self.ranks.distributed):  # also during the final evaluation and save
@@ -436,6 +444,18 @@ class Trainer:
                 self.save("last.pt")
         self._tick()
         return TrainResult(self.run_dir, p, final, stopped_by, self._speed())
+
+    def _align_logs(self) -> None:
+        """Make the logs end where the checkpoint does: a run killed after logging an evaluation but before
+        saving it would otherwise log those steps twice once resumed. metrics.jsonl is rewritten from the
+        checkpoint's history; grad_norms.jsonl loses its records past the checkpoint's step."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.exists() or self.progress.history:
+            rewrite_records(metrics, self.progress.history)
+        norms = self.run_dir / "grad_norms.jsonl"
+        if norms.exists():
+            step = self.progress.step
+            rewrite_records(norms, [r for r in read_records(norms) if r.get("step", 0) <= step])
 
     def check_limits(self) -> None:
         """Refuse to start a run that its limits already stop (a resumed, finished run)."""
@@ -487,6 +507,13 @@ class Trainer:
         lr = cfg.lr
         self.model.train()
         try:
+            if p.pending_eval_lr is not None:  # the evaluation a signal interrupted, so the log has it
+                lr = p.pending_eval_lr
+                try:
+                    self._evaluate_and_save(self._train_loss(), lr)
+                except EvaluationStopped:
+                    return f"signal:{stop.signal_name}", lr
+                self.model.train()
             while True:
                 self._tick()
                 frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self._eval_reserve())
@@ -527,6 +554,7 @@ class Trainer:
                         try:
                             score = self._evaluate_and_save(self._train_loss(), lr)
                         except EvaluationStopped:
+                            p.pending_eval_lr = lr
                             return f"signal:{stop.signal_name}", lr
                         if score is not None and not math.isfinite(score.nats):
                             return "diverged", lr
