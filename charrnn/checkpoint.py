@@ -16,16 +16,15 @@ and a crafted file cannot run code):
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.vocab import Vocabulary
@@ -36,36 +35,13 @@ READABLE_VERSIONS = (1, 2)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """Write `obj` to a temp file beside `path`, fsync it, then rename over `path`.
-
-    A crash, kill or full disk at any moment leaves either the old file or the new one, never a mix.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            try:
-                torch.save(obj, f)
-            except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
-                first = str(e).strip().splitlines()[0] if str(e).strip() else "write failed"
-                raise OSError(f"could not write {path} (is the disk full?): {first}") from None
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    """torch.save `obj` to `path` atomically (see atomic.py): the old file or the new one, never a mix."""
+    with atomic_write(path) as f:
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch reports a failed write (a full disk) as a RuntimeError
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "write failed"
+            raise OSError(f"could not write {path} (is the disk full?): {first}") from None
 
 
 REQUIRED_KEYS = ("model_config", "vocab", "model")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError
 from charrnn.paths import cache_dir
 from charrnn.sources import glob_root, is_glob
@@ -99,15 +100,8 @@ def sha256_of(path: Path) -> str:
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(dest) as f:
+        f.write(data)
 
 
 def _local_copy(corpus: NamedCorpus) -> Path | None:

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from charrnn.atomic import atomic_write
+
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
@@ -53,13 +55,6 @@ def read_records(path: Path, warn: Callable[[str], None] = _warn) -> list[dict]:
 
 
 def rewrite_records(path: Path, records: Iterable[dict]) -> None:
-    """Replace the file with these records, atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(b"".join((json.dumps(r) + "\n").encode() for r in records))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Replace the file with these records, atomically."""
+    with atomic_write(path) as f:
+        f.write(b"".join((json.dumps(r) + "\n").encode() for r in records))

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn.atomic import atomic_write
 from charrnn.vocab import Vocabulary, numpy_id_dtype
 
 MAGIC = b"CHARRNN-TOKENS\n\x01"
@@ -75,31 +75,20 @@ def write_token_file(
         "fingerprint": _NO_FINGERPRINT,
         "source": source,
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600: a cache shared between users must be readable
-        with os.fdopen(fd, "wb") as f:
-            f.write(_header_bytes(header))
-            digest = hashlib.sha256()
-            written = 0
-            for chunk in chunks:
-                data = np.ascontiguousarray(chunk, dtype=dtype)
-                digest.update(data)
-                f.write(data)
-                written += data.size
-            if written != count:
-                raise ValueError(f"token count changed while encoding ({written} written, {count} expected)")
-            header["fingerprint"] = digest.hexdigest()
-            f.seek(0)
-            f.write(_header_bytes(header))  # same length: only the fingerprint's digits changed
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(_header_bytes(header))
+        digest = hashlib.sha256()
+        written = 0
+        for chunk in chunks:
+            data = np.ascontiguousarray(chunk, dtype=dtype)
+            digest.update(data)
+            f.write(data)
+            written += data.size
+        if written != count:
+            raise ValueError(f"token count changed while encoding ({written} written, {count} expected)")
+        header["fingerprint"] = digest.hexdigest()
+        f.seek(0)
+        f.write(_header_bytes(header))  # same length: only the fingerprint's digits changed
     return header["fingerprint"]
 
 
