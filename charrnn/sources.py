@@ -2,10 +2,11 @@
 
 Folder and glob corpora are read as one text: the files in sorted path order, each followed by
 FILE_SEPARATOR (the ASCII file separator U+001C and a newline), so a model learns where one file ends and
-the next begins. A folder is walked recursively, skipping hidden files and folders (names starting with a
-dot: .git and the like) and empty files, and not following symbolic links to folders; a glob is expanded
-here (`**` crosses folders), so quote it on the command line. `--include`/`--exclude` patterns are
-matched against each file's path relative to the folder (or the glob's fixed leading part) and its name.
+the next begins. A folder is walked recursively, and a glob expanded here by the same walk (`**` crosses
+folders; quote the pattern on the command line): hidden files and folders (names starting with a dot:
+.git and the like) and empty files are left out, symbolic links to folders are not followed, and a file
+reached by two paths is read once. `--include`/`--exclude` patterns are matched against each file's path
+relative to the folder (or the glob's fixed leading part) and its name.
 """
 
 from __future__ import annotations
