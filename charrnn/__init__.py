@@ -1,7 +1,7 @@
 """charrnn: character-level recurrent language models you can train, sample and score.
 
 The command-line tool (`charrnn`) is a thin layer over the modules of this package:
-    charrnn.corpus.load_text_file, charrnn.model.ModelConfig, charrnn.config.TrainConfig,
+    charrnn.corpus.load_corpus, charrnn.model.ModelConfig, charrnn.config.TrainConfig,
     charrnn.train.Trainer, charrnn.checkpoint.load_checkpoint / model_from_checkpoint,
     charrnn.sample.generate, charrnn.evaluate.score_text
 """
