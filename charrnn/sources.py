@@ -56,12 +56,12 @@ class CorpusSource:
         return digest.hexdigest()[:32]
 
     def cache_key(self, *settings: object) -> str:
-        """Names the encoded form: every file's resolved path, size and modification time, and the
-        settings; for a single file also a hash of its first and last MiB (a file rewritten within the
-        same second with the same size is still told apart)."""
-        digest = hashlib.sha256(repr(settings).encode())
-        for path, (size, mtime) in zip(self.files, self.stats, strict=True):
-            digest.update(f"{path.resolve()}\0{size}\0{mtime}\n".encode())
+        """Names the encoded form: the identity (paths and settings) with every file's size and
+        modification time; for a single file also a hash of its first and last MiB (a file rewritten
+        within the same second with the same size is still told apart)."""
+        digest = hashlib.sha256(self.identity(*settings).encode())
+        for size, mtime in self.stats:
+            digest.update(f"{size}\0{mtime}\n".encode())
         if self.kind == "file":
             try:
                 digest.update(_head_and_tail(self.files[0]))

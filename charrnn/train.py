@@ -293,10 +293,14 @@ class Trainer:
             "distributed": {"world_size": self.ranks.world_size},
         }
 
+    @property
+    def _comm_device(self) -> torch.device:
+        """Where collectives take their tensors: the GPU for NCCL, the CPU for gloo."""
+        return self.device if self.ranks.backend == "nccl" else torch.device("cpu")
+
     def _gather(self, tensor: torch.Tensor, dim: int) -> torch.Tensor:
-        """Every rank's `tensor` joined along `dim` in rank order, on the CPU (NCCL gathers on the GPU)."""
-        on = self.device if self.ranks.backend == "nccl" else torch.device("cpu")
-        return self.ranks.gather_rows(tensor.detach().to(on), dim).cpu()
+        """Every rank's `tensor` joined along `dim` in rank order, returned on the CPU."""
+        return self.ranks.gather_rows(tensor.detach().to(self._comm_device), dim).cpu()
 
     def save(self, name: str, blob: dict | None = None) -> Path:
         """Write a checkpoint (rank 0 only; every rank calls this, since the checkpoint is gathered)."""
@@ -354,9 +358,9 @@ class Trainer:
         return entry
 
     def _reduce(self, values: list[float]) -> list[float]:
-        """Sum of each value over the ranks (float64; on the GPU for NCCL)."""
-        on = self.device if self.ranks.backend == "nccl" else torch.device("cpu")
-        return self.ranks.sum_(torch.tensor(values, dtype=torch.float64, device=on)).tolist()
+        """Sum of each value over the ranks, in float64."""
+        values = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
+        return self.ranks.sum_(values).tolist()
 
     def _agree(self, frac: float, stop: _StopRequest) -> tuple[float, bool]:
         """(budget fraction, stop now?) as every rank will act on them: rank 0's clock decides the
