@@ -555,15 +555,54 @@ def evaluate(
     lossy: Annotated[
         bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
     ] = False,
+    show: Annotated[
+        bool,
+        typer.Option(
+            "--show",
+            help="Also print the text on stderr, each character coloured by its surprisal (a heat map).",
+        ),
+    ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write a self-contained HTML page: the text coloured by surprisal, the top 5 "
+            "predictions on hover, and a neuron view (every unit's activation; units that follow "
+            "quotes, brackets, line position... listed first).",
+        ),
+    ] = None,
+    max_chars: Annotated[
+        int,
+        typer.Option(
+            "--max-chars",
+            min=1,
+            max=1_000_000,
+            help="Characters (bytes for a byte-level model) shown by --show and --html: the first N. "
+            "The score always covers the whole text.",
+        ),
+    ] = 2000,
 ) -> None:
     """Score how well a model predicts a text: nats and bits per character, perplexity.
 
     The text is streamed through the model, so a file of any size is scored in constant memory.
     Byte-level models report bits per byte.
-    """
-    from charrnn.evaluate import score_text_file
 
-    score, blob = score_text_file(checkpoint, text, device.value, encoding, lossy)
+    Examples:
+
+      charrnn evaluate checkpoints/tinyshakespeare val.txt --json
+
+      charrnn evaluate run/ poem.txt --show
+
+      charrnn evaluate run/ poem.txt --html poem.html --max-chars 5000
+    """
+    from charrnn.evaluate import prepare_scoring
+
+    job = prepare_scoring(checkpoint, text, device.value, encoding, lossy)
+    if html is not None:
+        _check_writable(html, "--html")
+    score, blob = job.score(), job.blob
+    if show or html is not None:
+        _views(job, score, text, show, html, max_chars)
     result = {"checkpoint": blob["path"], "text": text, **score.to_dict()}
     if score.unit == "byte":
         result["bpb"] = score.bpc
@@ -582,6 +621,51 @@ def evaluate(
     if score.unit != "byte":
         table.add_row("unknown characters (skipped)", f"{score.unknown:,}")
     _print_stdout(table)
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse an output path that cannot be written before the work, not after it."""
+    if path.is_dir():
+        raise CharrnnError(f"{flag} {path} is a folder; give a file name such as {path / 'page.html'}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CharrnnError(f"{flag} {path}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise CharrnnError(f"{flag} {path}: cannot write in {folder} (permission denied)")
+
+
+def _views(job, score, text_name: str, show: bool, html: Path | None, max_chars: int) -> None:
+    """The --show heat map and the --html page, over the first `max_chars` symbols of the scored ids."""
+    from charrnn.model import count_parameters
+    from charrnn.trace import trace_ids
+
+    shown = min(max_chars, job.ids.numel())
+    trace = trace_ids(job.model, job.vocab, job.ids[:shown].clone())
+    unit = job.vocab.unit
+    cap = None
+    if shown < job.ids.numel():
+        cap = (
+            f"showing the first {shown:,} of {job.ids.numel():,} {unit}s (--max-chars); "
+            "the score covers the whole text"
+        )
+    mean_bits = trace.bits_total / trace.scored if trace.scored else float("nan")
+    cfg = job.model.config
+    line = (
+        f"{cfg.cell} {cfg.layers}x{cfg.hidden} ({count_parameters(job.model):,} parameters), "
+        f"{job.blob['path']}: {score.bpc:.4f} bits per {unit} over {score.chars:,} {unit}s"
+        f"{'' if not job.unknown else f' ({job.unknown:,} unknown characters skipped)'}; "
+        f"shown: {mean_bits:.4f} bits per {unit} over {trace.scored:,}"
+    )
+    if show:
+        from charrnn.show import show_heat_map
+
+        show_heat_map(err, trace, f"{text_name}: {line}", cap)
+    if html is not None:
+        from charrnn.page import write_page
+
+        summary = {"title": f"{text_name} read by {Path(job.blob['path']).name}", "line": line, "cap": cap}
+        write_page(html, trace, job.vocab.chars, summary, f"charrnn: {text_name}")
+        err.print(f"wrote {html}", markup=False, highlight=False)
 
 
 # ---- corpora ------------------------------------------------------------------------------------------

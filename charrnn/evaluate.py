@@ -185,21 +185,41 @@ def score_text(model: CharRNN, vocab, text: str, device: torch.device | str = "c
     return score
 
 
-def score_text_file(
-    checkpoint, text_path: str, device: str = "auto", encoding: str | None = None, lossy: bool = False
-):
-    """Load a checkpoint and score a file (or '-' for stdin) with it: (Score, checkpoint dict).
+@dataclass
+class ScoringJob:
+    """A checkpoint's model and a text's ids, ready to score (and to trace, for the views)."""
 
-    The file is streamed into ids on disk (see `corpus.encode_with_vocab`) and scored through a memory
-    map, so a file of any size is scored in constant memory.
-    """
+    model: CharRNN
+    vocab: object  # Vocabulary
+    blob: dict
+    ids: torch.Tensor  # 1-D, memory-mapped from a temporary file
+    unknown: int
+    device: torch.device
+
+    def score(self) -> Score:
+        score = score_ids(self.model, self.ids, self.device)
+        score.unknown = self.unknown
+        score.unit = self.vocab.unit
+        return score
+
+
+def prepare_scoring(
+    checkpoint, text_path: str, device: str = "auto", encoding: str | None = None, lossy: bool = False
+) -> ScoringJob:
+    """Load a checkpoint and stream a file (or '-' for stdin) into ids on disk (see
+    `corpus.encode_with_vocab`), so a file of any size is scored through a memory map in constant memory."""
     dev = pick_device(device)
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)
     check_level(vocab.level, encoding, lossy)
     ids, unknown = encode_with_vocab(text_path, vocab, encoding or "utf-8", lossy)
     _check_scorable(ids.numel(), unknown, vocab.unit)
-    score = score_ids(model, ids, dev)
-    score.unknown = unknown
-    score.unit = vocab.unit
-    return score, blob
+    return ScoringJob(model, vocab, blob, ids, unknown, dev)
+
+
+def score_text_file(
+    checkpoint, text_path: str, device: str = "auto", encoding: str | None = None, lossy: bool = False
+):
+    """Load a checkpoint and score a file (or '-' for stdin) with it: (Score, checkpoint dict)."""
+    job = prepare_scoring(checkpoint, text_path, device, encoding, lossy)
+    return job.score(), job.blob
