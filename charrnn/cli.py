@@ -345,6 +345,21 @@ def train(
             "(grad_norms.jsonl) and show how far back it reaches.",
         ),
     ] = False,
+    sample_every: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="After every N-th evaluation, write a short sample above the progress bar and to "
+            "samples.jsonl in the run folder, to watch the text improve (0: never) [default: 0].",
+        ),
+    ] = None,
+    sample_length: Annotated[
+        int | None, typer.Option(min=1, max=100_000, help="Characters per live sample [default: 200].")
+    ] = None,
+    sample_temperature: Annotated[
+        float | None,
+        typer.Option(min=0.0, callback=_finite, help="Temperature of the live samples [default: 0.8]."),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from this checkpoint (.pt, or a run folder's last.pt).")
     ] = None,
@@ -385,6 +400,8 @@ def train(
     Examples:
 
       charrnn train shakespeare --max-time 10m
+
+      charrnn train shakespeare --max-time 10m --sample-every 1 --sample-length 300
 
       charrnn train src/ --include '*.py' --max-time 30m --out runs/code
 
@@ -436,6 +453,9 @@ def train(
             "precision": precision.value if precision else None,
             "scheduled_sampling": scheduled_sampling,
             "log_grad_norms": True if log_grad_norms else None,
+            "sample_every": sample_every,
+            "sample_length": sample_length,
+            "sample_temperature": sample_temperature,
         },
     )
     status = run_training(request, err)

@@ -37,6 +37,9 @@ class TrainConfig:
     precision: str = "auto"
     scheduled_sampling: list[float] | None = None  # [start, end] probability of feeding the model's guess
     log_grad_norms: bool = False  # record the gradient reaching each time step (grad_norms.jsonl)
+    sample_every: int = 0  # after every N-th evaluation write a sample (stderr, samples.jsonl); 0: never
+    sample_length: int = 200
+    sample_temperature: float = 0.8
 
     def to_dict(self) -> dict:
         return asdict(self)

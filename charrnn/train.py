@@ -25,6 +25,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score, score_sums
 from charrnn.jsonl import append_record, read_records, rewrite_records
 from charrnn.model import CharRNN, ModelConfig, detach_state
+from charrnn.sample import SamplingConfig, generate
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
 LOG_INTERVAL = 0.5  # seconds between progress-bar updates
@@ -421,7 +423,44 @@ class Trainer:
         if improved:
             self.save("best.pt", blob)
         self.save("last.pt", blob)
+        t0 = time.perf_counter()
+        self._live_sample(score)
+        self.progress.eval_time += time.perf_counter() - t0  # like evaluation: not training time
         return score
+
+    def _live_sample(self, score: Score | None) -> None:
+        """After every `sample_every`-th evaluation: a short sample from the current weights, written above
+        the progress bar and to samples.jsonl. It draws from its own generator, seeded by the step, so the
+        run's random numbers (and so an exact resume) are untouched."""
+        cfg, p = self.config, self.progress
+        if not cfg.sample_every or not self.ranks.is_main or len(p.history) % cfg.sample_every:
+            return
+        vocab = self.corpus.vocab
+        decoder = vocab.decoder()
+        sampling = SamplingConfig(
+            length=cfg.sample_length, temperature=cfg.sample_temperature, seed=(cfg.seed + p.step) % (1 << 63)
+        )
+        was_training = self.model.training
+        try:
+            pieces = [
+                decoder.feed(int(ids[0])) for ids in generate(self.model, vocab, "", sampling, self.device)
+            ]
+        finally:
+            self.model.train(was_training)
+        text = "".join(pieces) + decoder.flush()
+        val = score.nats if score is not None else None
+        append_record(
+            self.run_dir / "samples.jsonl",
+            {"step": p.step, "val_loss": val, "temperature": cfg.sample_temperature, "text": text},
+        )
+        if not self.quiet:
+            from tqdm import tqdm
+
+            loss = f", val {val:.3f}" if val is not None else ""
+            tqdm.write(
+                f"--- sample at step {p.step}{loss} (temperature {cfg.sample_temperature:g}) ---\n{text}",
+                file=sys.stderr,
+            )
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -452,14 +491,16 @@ class Trainer:
     def _align_logs(self) -> None:
         """Make the logs end where the checkpoint does: a run killed after logging an evaluation but before
         saving it would otherwise log those steps twice once resumed. metrics.jsonl is rewritten from the
-        checkpoint's history; grad_norms.jsonl loses its records past the checkpoint's step."""
+        checkpoint's history; grad_norms.jsonl and samples.jsonl lose their records past the checkpoint's
+        step."""
         metrics = self.run_dir / "metrics.jsonl"
         if metrics.exists() or self.progress.history:
             rewrite_records(metrics, self.progress.history)
-        norms = self.run_dir / "grad_norms.jsonl"
-        if norms.exists():
-            step = self.progress.step
-            rewrite_records(norms, [r for r in read_records(norms) if r.get("step", 0) <= step])
+        step = self.progress.step
+        for name in ("grad_norms.jsonl", "samples.jsonl"):
+            log = self.run_dir / name
+            if log.exists():
+                rewrite_records(log, [r for r in read_records(log) if r.get("step", 0) <= step])
 
     def check_limits(self) -> None:
         """Refuse to start a run that its limits already stop (a resumed, finished run)."""
