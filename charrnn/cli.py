@@ -655,6 +655,35 @@ def plot(
     sys.stdout.flush()
 
 
+# ---- info ---------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or a run folder (uses best.pt).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object to stdout instead of a panel.")
+    ] = False,
+) -> None:
+    """Show what a checkpoint holds: model shape and size, vocabulary, corpus, training progress, the
+    flags it was trained with, format version and file size.
+
+    Examples:
+
+      charrnn info checkpoints/shakespeare
+
+      charrnn info runs/code/last.pt --json | jq .parameters
+    """
+    from charrnn.checkpoint import load_checkpoint
+    from charrnn.info import checkpoint_info, info_panel
+
+    facts = checkpoint_info(load_checkpoint(checkpoint))
+    if as_json:
+        sys.stdout.write(json.dumps(facts, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    _print_stdout(info_panel(facts))
+
+
 # ---- corpora ------------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
