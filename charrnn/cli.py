@@ -603,8 +603,8 @@ def plot(
         typer.Option(
             min=20,
             max=20000,
-            help="Image width in pixels [default: 1200], or terminal plot width in columns "
-            "[default: the terminal's].",
+            help="Image width in pixels \\[default: 1200], or terminal plot width in columns "
+            "\\[default: the terminal's].",
         ),
     ] = None,
     height: Annotated[
@@ -612,16 +612,17 @@ def plot(
         typer.Option(
             min=10,
             max=20000,
-            help="Image height in pixels [default: 800], or the terminal loss panels' height in rows "
-            "[default: from the terminal's].",
+            help="Image height in pixels \\[default: 800], or the terminal loss panels' height in rows "
+            "\\[default: from the terminal's].",
         ),
     ] = None,
 ) -> None:
     """Draw training and validation loss against step and time, learning rate and speed, from runs'
-    metrics.jsonl, several runs on one plot to compare them.
+    metrics.jsonl: several runs on one plot, one colour each, to compare them.
 
-    Without --out the plot is drawn in the terminal, on stdout (it is the command's result; colours only
-    when stdout is a terminal). Needs the plotting extra: pip install 'charrnn[plot]'.
+    Without --out the plot is drawn in the terminal, on stdout (colours only when that is a terminal).
+
+    Needs the plotting extra: pip install 'charrnn\\[plot]'.
 
     Examples:
 

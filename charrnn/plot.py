@@ -150,7 +150,7 @@ def figure(series: list[RunSeries], width: int, height: int):
     _import("matplotlib")
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, FuncFormatter
 
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     grid = fig.add_gridspec(2, 2, height_ratios=(2.2, 1))
@@ -171,7 +171,7 @@ def figure(series: list[RunSeries], width: int, height: int):
     by_time.set(title="loss by time", xlabel=f"elapsed ({unit})")
     lr.set(title="learning rate", xlabel="step")
     speed.set(title="training speed (symbols/s)", xlabel="step")
-    lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    lr.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     speed.yaxis.set_major_formatter(EngFormatter(sep=""))
     speed.set_ylim(bottom=0)
     for ax in (by_step, by_time, lr, speed):
