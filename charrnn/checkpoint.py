@@ -114,6 +114,7 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict:
         what = "cannot be resumed" if for_resume and set(missing) <= set(RESUME_KEYS) else "is incomplete"
         raise CharrnnError(f"{file}: checkpoint {what} (missing {', '.join(missing)})")
     blob["path"] = str(file)
+    blob["file_version"] = blob["version"]  # as written, before _migrate brings it up to date
     return _migrate(blob)
 
 

@@ -688,6 +688,107 @@ def _views(job, score, text_name: str, show: bool, html: Path | None, max_chars:
         err.print(f"wrote {html}", markup=False, highlight=False)
 
 
+# ---- plot ---------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def plot(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders (or their metrics.jsonl files) to draw, one colour each."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write an image instead: FILE.png or FILE.svg (the format follows the name)."
+        ),
+    ] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            min=20,
+            max=20000,
+            help="Image width in pixels \\[default: 1200], or terminal plot width in columns "
+            "\\[default: the terminal's].",
+        ),
+    ] = None,
+    height: Annotated[
+        int | None,
+        typer.Option(
+            min=10,
+            max=20000,
+            help="Image height in pixels \\[default: 800], or the terminal loss panels' height in rows "
+            "\\[default: from the terminal's].",
+        ),
+    ] = None,
+) -> None:
+    """Draw training and validation loss against step and time, learning rate and speed, from runs'
+    metrics.jsonl: several runs on one plot, one colour each, to compare them.
+
+    Without --out the plot is drawn in the terminal, on stdout (colours only when that is a terminal).
+
+    Needs the plotting extra: pip install 'charrnn\\[plot]'.
+
+    Examples:
+
+      charrnn plot checkpoints/shakespeare
+
+      charrnn plot runs/small runs/large --out compare.png
+
+      charrnn plot runs/*/ --out compare.svg --width 1600 --height 1000
+    """
+    import shutil
+
+    from charrnn.plot import image_format, read_runs, save_image, terminal_plot
+
+    if out is not None:
+        image_format(out)  # refuse an unknown extension before reading anything
+        if (width is not None and width < 200) or (height is not None and height < 150):
+            raise CharrnnError("an image needs --width 200 and --height 150 pixels at least")
+    series = read_runs(runs, warn=lambda message: err.print(f"warning: {message}", markup=False))
+    if out is not None:
+        save_image(series, out, width or 1200, height or 800)
+        err.print(f"wrote {out}", markup=False)
+        return
+    columns, rows = shutil.get_terminal_size((100, 30))
+    text = terminal_plot(
+        series,
+        width or columns,
+        height or max(12, min(rows * 2 // 3, 30)),
+        colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
+    )
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# ---- info ---------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or a run folder (uses best.pt).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object to stdout instead of a panel.")
+    ] = False,
+) -> None:
+    """Show what a checkpoint holds: model shape and size, vocabulary, corpus, training progress, the
+    flags it was trained with, format version and file size.
+
+    Examples:
+
+      charrnn info checkpoints/shakespeare
+
+      charrnn info runs/code/last.pt --json | jq .parameters
+    """
+    from charrnn.checkpoint import load_checkpoint
+    from charrnn.info import checkpoint_info, info_panel
+
+    facts = checkpoint_info(load_checkpoint(checkpoint))
+    if as_json:
+        sys.stdout.write(json.dumps(facts, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    _print_stdout(info_panel(facts))
+
+
 # ---- corpora ------------------------------------------------------------------------------------------
 @app.command()
 @handles_errors

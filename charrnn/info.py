@@ -1,0 +1,222 @@
+"""What a checkpoint is: its model, vocabulary, corpus, training and flags, as a dict and as a Rich panel.
+
+`checkpoint_info` gathers plain JSON-ready facts (the `--json` output, stable keys, None where the file
+does not say); `info_panel` renders the same dict for people. Older checkpoints lack some facts (version 1
+has no level, corpus or history): those show as unknown rather than failing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.checkpoint import model_from_checkpoint
+from charrnn.config import format_duration
+from charrnn.model import count_parameters
+
+LN2 = math.log(2)
+VOCAB_SHOWN = 2000  # characters of a huge vocabulary listed in the panel (--json has all)
+NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+# checkpoint settings -> the `charrnn train` flag that sets them (settings without a flag are left out)
+MODEL_FLAGS = {
+    "cell": "--cell",
+    "input": "--input",
+    "layers": "--layers",
+    "hidden": "--hidden",
+    "embedding": "--embedding",
+    "dropout": "--dropout",
+    "dropout_mode": "--dropout-mode",
+    "recurrent_dropout": "--recurrent-dropout",
+    "embedding_dropout": "--embedding-dropout",
+    "weight_tying": "--weight-tying",
+}
+TRAIN_FLAGS = {
+    "batch_size": "--batch-size",
+    "seq_len": "--seq-len",
+    "lr": "--lr",
+    "weight_decay": "--weight-decay",
+    "grad_clip": "--grad-clip",
+    "warmup_steps": "--warmup-steps",
+    "max_steps": "--max-steps",
+    "epochs": "--epochs",
+    "max_time": "--max-time",
+    "eval_every": "--eval-every",
+    "val_fraction": "--val-fraction",
+    "val_chars": "--val-chars",
+    "seed": "--seed",
+    "device": "--device",
+    "precision": "--precision",
+    "scheduled_sampling": "--scheduled-sampling",
+    "log_grad_norms": "--log-grad-norms",
+}
+
+
+def escape_char(c: str) -> str:
+    """A character as it can be read: whitespace and control characters as escapes, the rest as is."""
+    if c in NAMED_ESCAPES:
+        return NAMED_ESCAPES[c]
+    if c.isprintable() and not c.isspace():
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable_vocab(chars: list[str]) -> str:
+    return "".join(escape_char(c) for c in chars)
+
+
+def _finite(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _flag_value(name: str, value) -> str:
+    if name == "max_time":
+        return f"{value:g}s"
+    if name == "scheduled_sampling" and isinstance(value, list | tuple):
+        return ":".join(f"{v:g}" for v in value)
+    if name == "val_chars" and value is None:
+        return "0"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def train_flags(model_config: dict, train_config: dict, level: str | None) -> list[str]:
+    """The `charrnn train` flags that rebuild this run's settings (after the automatic choices)."""
+    flags: list[str] = []
+    for settings, table in ((model_config, MODEL_FLAGS), (train_config, TRAIN_FLAGS)):
+        for name, flag in table.items():
+            value = settings.get(name)
+            if name == "val_chars" and name in settings and value is None:
+                flags += [flag, "0"]  # None there means all of the held-out text
+            elif value is None or value is False:
+                continue
+            elif value is True:
+                flags.append(flag)
+            else:
+                flags += [flag, _flag_value(name, value)]
+    if level:
+        flags += ["--level", level]
+    return flags
+
+
+def checkpoint_info(blob: dict) -> dict:
+    """Everything `charrnn info` reports about a loaded checkpoint, as JSON-ready values."""
+    path = Path(blob["path"])
+    model, vocab = model_from_checkpoint(blob)
+    model_config = dict(blob["model_config"])
+    train_config = dict(blob.get("train_config") or {})
+    progress = blob.get("progress") or {}
+    history = blob.get("history") or []
+    corpus = blob.get("corpus") or {}
+    level = blob.get("level", "char")
+    step = progress.get("step")
+    # the fractional epoch is logged at each evaluation; the checkpoint is written at one
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    epochs = last.get("epoch") if last.get("step") == step else progress.get("epoch")
+    best = _finite(progress.get("best_val"))
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    return {
+        "checkpoint": str(path),
+        "file_size": size,
+        "format": blob.get("format"),
+        "format_version": blob.get("file_version", blob.get("version")),
+        "resumable": all(key in blob for key in ("optimizer", "train_config", "progress")),
+        "cell": model_config.get("cell"),
+        "layers": model_config.get("layers"),
+        "hidden": model_config.get("hidden"),
+        "embedding": model_config.get("embedding"),
+        "input": model_config.get("input", "embedding"),
+        "parameters": count_parameters(model),
+        "level": level,
+        "vocab_size": len(vocab),
+        "vocab": vocab.to_list(),
+        "corpus": {
+            "name": corpus.get("name"),
+            "size": corpus.get("chars"),
+            "sha256": corpus.get("sha256"),
+        },
+        "steps": step,
+        "epochs": epochs,
+        "training_time": _finite(progress.get("elapsed")),
+        "evaluation_time": _finite(progress.get("eval_time")),
+        "best_val_loss": best,
+        "best_val_bpc": best / LN2 if best is not None else None,
+        "evaluations": len(history),
+        "flags": train_flags(model_config, train_config, blob.get("level")),
+        "model_config": model_config,
+        "train_config": train_config,
+    }
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def _or_unknown(value, fmt=str) -> Text:
+    return Text(fmt(value)) if value is not None else Text("unknown", style="dim")
+
+
+def info_panel(info: dict) -> Panel:
+    """The facts as a two-column panel; values are Text, so vocabulary or paths never read as markup."""
+    unit = "byte" if info["level"] == "byte" else "char"
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+
+    def row(label: str, value) -> None:
+        grid.add_row(label, value if isinstance(value, Text) else Text(str(value)))
+
+    cell = (info["cell"] or "unknown").upper()
+    layers = f"{info['layers']} layer" + ("" if info["layers"] == 1 else "s")
+    shape = f"{cell}, {layers} x {info['hidden']} hidden units"
+    shape += f", {info['embedding']}-wide embedding" if info["input"] == "embedding" else ", one-hot input"
+    row("model", shape)
+    row("parameters", f"{info['parameters']:,}")
+    if info["level"] == "byte":
+        row("vocabulary", "the 256 byte values (byte level)")
+    else:
+        shown = printable_vocab(info["vocab"][:VOCAB_SHOWN])
+        more = info["vocab_size"] - VOCAB_SHOWN
+        row(
+            "vocabulary",
+            f"{info['vocab_size']:,} characters (char level; escapes for whitespace and controls)",
+        )
+        row("", Text(shown + (f" ... and {more:,} more" if more > 0 else ""), style="cyan"))
+    corpus = info["corpus"]
+    row("corpus", _or_unknown(corpus["name"]))
+    row("  size", _or_unknown(corpus["size"], lambda n: f"{n:,} {unit}s"))
+    row("  fingerprint", _or_unknown(corpus["sha256"], lambda h: f"sha256 {h}"))
+    row("steps", _or_unknown(info["steps"], lambda n: f"{n:,}"))
+    row("epochs", _or_unknown(info["epochs"], lambda e: f"{e:.3g}"))
+    time_text = _or_unknown(info["training_time"], format_duration)
+    if info["training_time"] is not None and info["evaluation_time"]:
+        time_text.append(f" ({format_duration(info['evaluation_time'])} of it evaluating)")
+    row("training time", time_text)
+    best = info["best_val_loss"]
+    row(
+        "best validation loss",
+        _or_unknown(
+            best, lambda b: f"{b:.4f} nats/{unit} ({b / LN2:.4f} bits, perplexity {math.exp(b):.3f})"
+        ),
+    )
+    row("trained with", Text(" ".join(info["flags"]) or "unknown", style="green"))
+    fmt = f"{info['format']} version {info['format_version']}"
+    fmt += "" if info["resumable"] else " (weights only: cannot be resumed)"
+    row("format", fmt)
+    row("file size", _size(info["file_size"]))
+    return Panel(Group(grid), title=Text(info["checkpoint"]), title_align="left", expand=False)
