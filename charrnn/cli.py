@@ -169,13 +169,13 @@ def train(
         ),
     ],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder [default: checkpoints/<corpus name>].")
+        Path | None, typer.Option("--out", "-o", help="Run folder \\[default: checkpoints/<corpus name>].")
     ] = None,
     cell: Annotated[
         Cell | None,
         typer.Option(
             help="Recurrent cell; peephole-lstm has no fused kernel and trains several times slower "
-            "[default: lstm]."
+            "\\[default: lstm]."
         ),
     ] = None,
     input_kind: Annotated[
@@ -183,23 +183,23 @@ def train(
         typer.Option(
             "--input",
             help="Character input: a learned embedding, or the one-hot vector of the original char-rnn "
-            "[default: embedding].",
+            "\\[default: embedding].",
         ),
     ] = None,
     layers: Annotated[
-        int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers [default: 2].")
+        int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers \\[default: 2].")
     ] = None,
     hidden: Annotated[
         int | None,
         typer.Option(
             min=1,
             max=65536,
-            help="Hidden units per layer [default: auto: 384 for budgets up to 5m, else 512; "
+            help="Hidden units per layer \\[default: auto: 384 for budgets up to 5m, else 512; "
             "256 for small corpora].",
         ),
     ] = None,
     embedding: Annotated[
-        int | None, typer.Option(min=1, max=65536, help="Character embedding size [default: 64].")
+        int | None, typer.Option(min=1, max=65536, help="Character embedding size \\[default: 64].")
     ] = None,
     dropout: Annotated[
         float | None,
@@ -208,7 +208,7 @@ def train(
             max=1.0,
             callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
             help="Dropout on the input of every layer and before the output "
-            "[default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
+            "\\[default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
         ),
     ] = None,
     dropout_mode: Annotated[
@@ -216,7 +216,7 @@ def train(
         typer.Option(
             help="standard: a new mask every time step; locked: one mask per sequence for every layer's "
             "input and output; variational: locked plus weight dropout on the hidden-to-hidden matrices "
-            "[default: standard].",
+            "\\[default: standard].",
         ),
     ] = None,
     recurrent_dropout: Annotated[
@@ -225,7 +225,8 @@ def train(
             min=0.0,
             max=1.0,
             callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Weight dropout on the hidden-to-hidden matrices in variational mode [default: --dropout].",
+            help="Weight dropout on the hidden-to-hidden matrices in variational mode "
+            "\\[default: --dropout].",
         ),
     ] = None,
     embedding_dropout: Annotated[
@@ -234,7 +235,7 @@ def train(
             min=0.0,
             max=1.0,
             callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Drop whole characters from the input for a window (AWD-LSTM) [default: 0].",
+            help="Drop whole characters from the input for a window (AWD-LSTM) \\[default: 0].",
         ),
     ] = None,
     weight_tying: Annotated[
@@ -252,32 +253,32 @@ def train(
             "-b",
             min=1,
             help="Parallel streams per batch; under torchrun, per rank (the global batch is ranks x this) "
-            "[default: 16].",
+            "\\[default: 16].",
         ),
     ] = None,
     seq_len: Annotated[
         int | None,
-        typer.Option("--seq-len", "-t", min=1, help="Characters per window (BPTT length) [default: 64]."),
+        typer.Option("--seq-len", "-t", min=1, help="Characters per window (BPTT length) \\[default: 64]."),
     ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
             callback=lambda v: _check(v, v is None or 0 < v <= 10, "must be above 0 and at most 10"),
-            help="Peak learning rate (AdamW) [default: auto: 0.004 up to 384 hidden units, else 0.003].",
+            help="Peak learning rate (AdamW) \\[default: auto: 0.004 up to 384 hidden units, else 0.003].",
         ),
     ] = None,
     weight_decay: Annotated[
         float | None,
-        typer.Option(min=0.0, max=100.0, callback=_finite, help="AdamW weight decay [default: 0]."),
+        typer.Option(min=0.0, max=100.0, callback=_finite, help="AdamW weight decay \\[default: 0]."),
     ] = None,
     grad_clip: Annotated[
         float | None,
         typer.Option(
-            min=0.0, callback=_finite, help="Clip the global gradient norm to this (0: off) [default: 1]."
+            min=0.0, callback=_finite, help="Clip the global gradient norm to this (0: off) \\[default: 1]."
         ),
     ] = None,
     warmup_steps: Annotated[
-        int | None, typer.Option(min=0, help="Linear learning-rate warm-up steps [default: 50].")
+        int | None, typer.Option(min=0, help="Linear learning-rate warm-up steps \\[default: 50].")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
     epochs: Annotated[
@@ -290,11 +291,11 @@ def train(
     max_time: Annotated[
         str | None,
         typer.Option(
-            help="Stop after this wall-clock budget, e.g. 90s, 10m, 1h [default: 10m if no limit is given]."
+            help="Stop after this wall-clock budget, e.g. 90s, 10m, 1h \\[default: 10m if no limit is given]."
         ),
     ] = None,
     eval_every: Annotated[
-        int | None, typer.Option(min=1, help="Score the validation text every N steps [default: 500].")
+        int | None, typer.Option(min=1, help="Score the validation text every N steps \\[default: 500].")
     ] = None,
     val_fraction: Annotated[
         float | None,
@@ -302,7 +303,7 @@ def train(
             min=0.0,
             max=0.5,
             callback=_finite,
-            help="Last fraction of the text held out for validation [default: 0.1].",
+            help="Last fraction of the text held out for validation \\[default: 0.1].",
         ),
     ] = None,
     val_chars: Annotated[
@@ -311,17 +312,17 @@ def train(
             min=0,
             callback=lambda v: _check(v, v is None or v == 0 or v >= 2, "must be 0 (all) or at least 2"),
             help="Validation characters scored at each evaluation: the first N of the held-out text, the "
-            "same slice every time; 0 scores all of it [default: 250000].",
+            "same slice every time; 0 scores all of it \\[default: 250000].",
         ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(min=0, max=2**63 - 1, help="Random seed [default: 1337].")
+        int | None, typer.Option(min=0, max=2**63 - 1, help="Random seed \\[default: 1337].")
     ] = None,
     device: Annotated[
-        Device | None, typer.Option(help="auto picks CUDA when present [default: auto].")
+        Device | None, typer.Option(help="auto picks CUDA when present \\[default: auto].")
     ] = None,
     precision: Annotated[
-        Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs [default: auto].")
+        Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs \\[default: auto].")
     ] = None,
     backend: Annotated[
         Backend,
@@ -350,15 +351,15 @@ def train(
         typer.Option(
             min=0,
             help="After every N-th evaluation, write a short sample above the progress bar and to "
-            "samples.jsonl in the run folder, to watch the text improve (0: never) [default: 0].",
+            "samples.jsonl in the run folder, to watch the text improve (0: never) \\[default: 0].",
         ),
     ] = None,
     sample_length: Annotated[
-        int | None, typer.Option(min=1, max=100_000, help="Characters per live sample [default: 200].")
+        int | None, typer.Option(min=1, max=100_000, help="Characters per live sample \\[default: 200].")
     ] = None,
     sample_temperature: Annotated[
         float | None,
-        typer.Option(min=0.0, callback=_finite, help="Temperature of the live samples [default: 0.8]."),
+        typer.Option(min=0.0, callback=_finite, help="Temperature of the live samples \\[default: 0.8]."),
     ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from this checkpoint (.pt, or a run folder's last.pt).")
@@ -367,7 +368,7 @@ def train(
         bool, typer.Option("--overwrite", help="Start afresh in a run folder that already holds a run.")
     ] = False,
     encoding: Annotated[
-        str | None, typer.Option(help="Text encoding of the corpus [default: utf-8].")
+        str | None, typer.Option(help="Text encoding of the corpus \\[default: utf-8].")
     ] = None,
     lossy: Annotated[
         bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
@@ -376,7 +377,7 @@ def train(
         Level | None,
         typer.Option(
             help="char: the corpus's characters are the symbols; byte: the 256 byte values are (any input "
-            "trains, nothing is ever unknown) [default: char, or the checkpoint's when resuming].",
+            "trains, nothing is ever unknown) \\[default: char, or the checkpoint's when resuming].",
         ),
     ] = None,
     include: Annotated[
@@ -470,7 +471,7 @@ def sample(
     checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or a run folder (uses best.pt).")],
     prime: Annotated[
         str | None,
-        typer.Option("--prime", "-p", help="Text to start from ('-' reads stdin) [default: a newline]."),
+        typer.Option("--prime", "-p", help="Text to start from ('-' reads stdin) \\[default: a newline]."),
     ] = None,
     length: Annotated[
         int,
@@ -571,7 +572,9 @@ def evaluate(
         bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    encoding: Annotated[str | None, typer.Option(help="Text encoding of the file [default: utf-8].")] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="Text encoding of the file \\[default: utf-8].")
+    ] = None,
     lossy: Annotated[
         bool, typer.Option("--lossy", help="Replace undecodable bytes instead of failing.")
     ] = False,

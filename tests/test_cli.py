@@ -661,3 +661,9 @@ def test_family_misuse_is_a_one_line_error(extra, expected, tmp_path, small_text
 def test_family_out_of_range_options_get_the_usage_box(extra, small_text_file):
     result = invoke("train", small_text_file, *extra)
     assert result.exit_code == 2 and "Invalid value" in result.stderr
+
+
+def test_help_shows_the_defaults_written_in_brackets():
+    """Rich reads "[default: 16]" as a markup tag and drops it unless the bracket is escaped."""
+    shown = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "[default: 16]" in shown.output and "[default: 0.8]" in shown.output
