@@ -599,7 +599,7 @@ def evaluate(
         typer.Option(
             "--max-chars",
             min=1,
-            max=1_000_000,
+            max=100_000,
             help="Characters (bytes for a byte-level model) shown by --show and --html: the first N. "
             "The score always covers the whole text.",
         ),
