@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.config import DYNAMIC_DECAY, DYNAMIC_LR, DYNAMIC_SEGMENT
 from charrnn.distributed import PeerLost
 from charrnn.errors import CharrnnError
 
@@ -604,6 +605,34 @@ def evaluate(
             "The score always covers the whole text.",
         ),
     ] = 2000,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic",
+            help="Also score with dynamic evaluation: the model takes a gradient step after each segment "
+            "it has scored, so it adapts to the text (Krause et al. 2018). Reported beside the static "
+            "score.",
+        ),
+    ] = False,
+    dynamic_lr: Annotated[
+        float,
+        typer.Option(
+            callback=lambda v: _check(v, v > 0, "must be above 0"),
+            help="Step size of dynamic evaluation (RMS-normalised: roughly how far each weight moves).",
+        ),
+    ] = DYNAMIC_LR,
+    dynamic_segment: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Characters scored between two dynamic steps.")
+    ] = DYNAMIC_SEGMENT,
+    dynamic_decay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=lambda v: _check(v, v < 1, "must be at least 0 and below 1"),
+            help="Pull the weights back towards the trained ones by this fraction after each step.",
+        ),
+    ] = DYNAMIC_DECAY,
 ) -> None:
     """Score how well a model predicts a text: nats and bits per character, perplexity.
 
@@ -617,6 +646,8 @@ def evaluate(
       charrnn evaluate run/ poem.txt --show
 
       charrnn evaluate run/ poem.txt --html poem.html --max-chars 5000
+
+      charrnn evaluate run/ other-author.txt --dynamic
     """
     from charrnn.evaluate import prepare_scoring
 
@@ -626,9 +657,23 @@ def evaluate(
     score, blob = job.score(), job.blob
     if show or html is not None:
         _views(job, score, text, show, html, max_chars)
+    adapted = None
+    if dynamic:
+        from charrnn.dynamic import DynamicConfig, dynamic_score
+
+        config = DynamicConfig(lr=dynamic_lr, segment=dynamic_segment, decay=dynamic_decay)
+        adapted = dynamic_score(job.model, job.ids, job.device, config)
     result = {"checkpoint": blob["path"], "text": text, **score.to_dict()}
     if score.unit == "byte":
         result["bpb"] = score.bpc
+    if adapted is not None:
+        result["dynamic"] = {
+            **{k: v for k, v in adapted.to_dict().items() if k in ("nats", "bpc", "perplexity", "chars")},
+            "gain_nats": score.nats - adapted.nats,
+            "lr": dynamic_lr,
+            "segment": dynamic_segment,
+            "decay": dynamic_decay,
+        }
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
@@ -640,6 +685,11 @@ def evaluate(
     table.add_row(f"cross-entropy (nats/{short})", f"{score.nats:.4f}")
     table.add_row(f"bits per {score.unit}", f"{score.bpc:.4f}")
     table.add_row("perplexity", f"{score.perplexity:.3f}")
+    if adapted is not None:
+        table.add_row(f"dynamic cross-entropy (nats/{short})", f"{adapted.nats:.4f}")
+        table.add_row(f"dynamic bits per {score.unit}", f"{adapted.bpc:.4f}")
+        table.add_row("dynamic perplexity", f"{adapted.perplexity:.3f}")
+        table.add_row("gain from dynamic evaluation (nats)", f"{score.nats - adapted.nats:+.4f}")
     table.add_row(f"{score.unit}s scored", f"{score.chars:,}")
     if score.unit != "byte":
         table.add_row("unknown characters (skipped)", f"{score.unknown:,}")

@@ -13,6 +13,10 @@ DEFAULT_MAX_TIME = 600.0
 # Validation characters scored at each evaluation during training: all of tiny-shakespeare's held-out text,
 # and a bounded cost (about 10 s at 2x512 on a 2-core CPU) however large the corpus.
 DEFAULT_VAL_CHARS = 250_000
+# Dynamic evaluation (dynamic.py): step size, characters per step, decay towards the trained weights.
+DYNAMIC_LR = 2e-4
+DYNAMIC_SEGMENT = 50
+DYNAMIC_DECAY = 0.0
 
 
 @dataclass
