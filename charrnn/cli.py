@@ -517,14 +517,53 @@ def sample(
         bool, typer.Option("--drop-unknown", help="Drop prime characters the model does not know.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    prime_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prime-file",
+            help="Read the prime from this file instead of --prime; it is not echoed, only the new text is.",
+        ),
+    ] = None,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt",
+            help="Before sampling, let the model learn from the prime (dynamic evaluation), so a long prime "
+            "steers the style and not only the state.",
+        ),
+    ] = False,
+    adapt_lr: Annotated[
+        float,
+        typer.Option(
+            callback=lambda v: _check(v, v > 0, "must be above 0"),
+            help="Step size of --adapt (as --dynamic-lr of evaluate).",
+        ),
+    ] = DYNAMIC_LR,
 ) -> None:
-    """Generate text from a trained model; only the text goes to stdout."""
+    """Generate text from a trained model; only the text goes to stdout.
+
+    Examples:
+
+      charrnn sample checkpoints/tinyshakespeare --prime "ROMEO:" --length 300 --temperature 0.8
+
+      charrnn sample run/ --prime-file chapter1.txt --adapt --length 2000 > chapter2.txt
+    """
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
     from charrnn.corpus import decode_bytes, read_input_bytes
     from charrnn.device import pick_device
     from charrnn.sample import SamplingConfig, encode_prime, generate
 
     dev = pick_device(device.value)
+    echo = True
+    if prime_file is not None:
+        if prime is not None:
+            raise CharrnnError("give the prime with --prime or --prime-file, not both")
+        prime = decode_bytes(
+            bytes(read_input_bytes(str(prime_file))),
+            source=str(prime_file),
+            hint="give the prime as a UTF-8 text file",
+        )
+        echo = False
     if prime == "-":
         prime = decode_bytes(
             bytes(read_input_bytes("-")),
@@ -534,6 +573,8 @@ def sample(
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)
     prime = encode_prime(vocab, prime or "", drop_unknown)
+    if adapt:
+        model = _adapt_to_prime(model, vocab, prime, adapt_lr, dev)
     config = SamplingConfig(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples
     )
@@ -544,7 +585,8 @@ def sample(
             f"--separator {separator!r} has a broken backslash escape; write \\\\ for a backslash"
         ) from None
     out = sys.stdout
-    out.write(prime)
+    shown_prime = prime if echo else ""
+    out.write(shown_prime)
     out.flush()
     decoders = [vocab.decoder() for _ in range(num_samples)]  # bytes become text as characters complete
     others: list[list[str]] = [[] for _ in range(num_samples - 1)]
@@ -558,9 +600,25 @@ def sample(
             buffer.append(decoder.feed(i))
     out.write(decoders[0].flush())
     for buffer, decoder in zip(others, decoders[1:], strict=True):
-        out.write(sep + prime + "".join(buffer) + decoder.flush())
+        out.write(sep + shown_prime + "".join(buffer) + decoder.flush())
     out.write("\n")
     out.flush()
+
+
+def _adapt_to_prime(model, vocab, prime: str, lr: float, dev):
+    """The model after dynamic evaluation over the prime (see dynamic.py); says on stderr what it learned."""
+    from charrnn.dynamic import DynamicConfig, dynamic_sums
+
+    ids = vocab.encode(prime)
+    if ids.numel() < 2:
+        raise CharrnnError("--adapt learns from the prime: give a prime of at least 2 characters")
+    total, count, adapted = dynamic_sums(model, ids, dev, DynamicConfig(lr=lr))
+    err.print(
+        f"adapted to the prime ({count:,} {vocab.unit}s, {total / count:.3f} nats each while reading it)",
+        markup=False,
+        highlight=False,
+    )
+    return adapted.eval()
 
 
 # ---- evaluate -----------------------------------------------------------------------------------------
