@@ -92,7 +92,9 @@ def suffix_array(ids: np.ndarray, vocab_size: int) -> np.ndarray:
     group_start = np.zeros(n, dtype=bool)
     group_start[starts[counts > 0]] = True
     tied = np.repeat(counts > 1, counts)  # sa positions whose first symbol is shared
-    pending = np.flatnonzero(tied).astype(index_dtype)
+    pending = np.concatenate(  # chunk by chunk: flatnonzero's int64 positions would take 8n bytes at once
+        [(np.flatnonzero(tied[a : a + SORT_CHUNK]) + a).astype(index_dtype) for a in range(0, n, SORT_CHUNK)]
+    )
     pending_start = group_start[tied]
     del tied, group_start
 
