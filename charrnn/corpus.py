@@ -70,6 +70,7 @@ class Corpus:
     ids: torch.Tensor
     stored_fingerprint: str | None = None  # from the token file's header, when there is one
     source: dict = field(default_factory=dict)  # what was encoded (files, skipped files)
+    token_path: Path | None = None  # the cached token file the ids map, when there is one (not temporary)
 
     def __len__(self) -> int:
         return self.ids.numel()
@@ -213,7 +214,7 @@ def _cached_corpus(
             report(_no_cache_note(e))
     if entry is not None and entry.exists():
         try:
-            return _corpus(name, open_token_file(entry), report)
+            return _corpus(name, open_token_file(entry), report, cached=True)
         except DamagedTokenFile as e:
             report(f"note: the cache entry for {source.label} was damaged ({e}); rebuilding it")
             try:
@@ -230,7 +231,7 @@ def _cached_corpus(
             report(_no_cache_note(e))
         else:
             _sweep(entry, identity)
-            return _corpus(name, tokens, report)
+            return _corpus(name, tokens, report, cached=True)
     return _corpus(name, _encode_to_temporary(source, encoding, lossy, level), report)
 
 
@@ -266,7 +267,7 @@ def _no_cache_note(error: BaseException) -> str:
     )
 
 
-def _corpus(name: str, tokens: TokenFile, report: Report) -> Corpus:
+def _corpus(name: str, tokens: TokenFile, report: Report, cached: bool = False) -> Corpus:
     info = tokens.source
     if info.get("skipped"):
         report(
@@ -277,7 +278,7 @@ def _corpus(name: str, tokens: TokenFile, report: Report) -> Corpus:
         raise CharrnnError(
             f"{info.get('label', name)} is empty; give a text with at least a few hundred characters"
         )
-    return Corpus(name, tokens.vocab, tokens.ids, tokens.fingerprint, info)
+    return Corpus(name, tokens.vocab, tokens.ids, tokens.fingerprint, info, tokens.path if cached else None)
 
 
 def _encode_to_temporary(source: CorpusSource, encoding: str, lossy: bool, level: str) -> TokenFile:
