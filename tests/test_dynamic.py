@@ -85,3 +85,26 @@ def test_cli_reports_static_and_dynamic_side_by_side(tmp_path, small_text_file):
     )
     bad = runner.invoke(app, ["evaluate", str(run), str(small_text_file), "--dynamic", "--dynamic-lr", "0"])
     assert bad.exit_code == 2 and "must be above 0" in bad.output
+
+
+def test_sample_adapts_to_a_prime_file(tmp_path, small_text_file):
+    run = tmp_path / "run"
+    assert (
+        runner.invoke(app, ["train", str(small_text_file), "--out", str(run), *TINY_TRAIN_FLAGS]).exit_code
+        == 0
+    )
+    prime = tmp_path / "prime.txt"
+    prime.write_text("the dog sat on the log. " * 10, encoding="utf-8")
+    args = ["sample", str(run), "--prime-file", str(prime), "-n", "80", "--seed", "5"]
+    plain = runner.invoke(app, args)
+    adapted = runner.invoke(app, [*args, "--adapt", "--adapt-lr", "3e-3"])
+    assert plain.exit_code == 0 and adapted.exit_code == 0, adapted.output
+    assert len(plain.stdout) == len(adapted.stdout) == 81  # the new text only: a prime file is not echoed
+    assert plain.stdout != adapted.stdout  # the same seed, other weights
+    assert "adapted to the prime (239 characters" in adapted.stderr
+    echoed = runner.invoke(app, ["sample", str(run), "--prime", "the dog", "-n", "5"])
+    assert echoed.stdout.startswith("the dog")
+    both = runner.invoke(app, [*args, "--prime", "x"])
+    assert both.exit_code == 1 and "not both" in both.stderr
+    short = runner.invoke(app, ["sample", str(run), "--prime", "t", "--adapt"])
+    assert short.exit_code == 1 and "at least 2 characters" in short.stderr
