@@ -27,14 +27,39 @@ def pick_device(requested: str, local_rank: int = 0, local_world_size: int = 1) 
     return torch.device("cuda")
 
 
+# CPU instruction sets that compute in bfloat16 natively (AVX512-BF16: Zen 4, Cooper Lake and later Xeons;
+# AMX: Sapphire Rapids and later). Without them bf16 is emulated and measured slower than float32.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
 def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    """bfloat16 autocast on GPUs that support it; float32 on CPUs, where bf16 RNNs measured slower."""
+    """bfloat16 autocast on GPUs that support it and on CPUs with native bf16 instructions (measured faster
+    there: BENCHMARKS.md); float32 on other CPUs, where bf16 recurrent layers measured slower."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision != "auto":
         raise CharrnnError(f"--precision {precision!r}: choose auto, fp32 or bf16")
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if CPU_AUTO_BF16 and cpu_has_native_bf16() else None
+
+
+CPU_AUTO_BF16 = False  # set from the measurements in BENCHMARKS.md ("bf16 on CPUs")
