@@ -5,7 +5,9 @@
 The reference feeds one character at a time through the fused module (embedding, nn.LSTM with T=1,
 linear, softmax, multinomial) in inference mode, carrying the state. charrnn is `charrnn.sample.generate`
 (its hand-stepped cell on the same weights). Both sample at temperature 1 from the same random weights, for
-1 stream and for 32 streams. The stepper's logits are also checked against the fused module.
+1 stream and for 32 streams. The stepper's logits are also checked against the fused module. The int8
+column is `generate(..., quantize="int8")` (int8 recurrent weights, see charrnn/quantize.py); its loss cost
+is measured by `benchmarks/quantize_cost.py` on a trained model.
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ def bare_loop(model: CharRNN, streams: int, length: int) -> float:
     return streams * length / (time.perf_counter() - start)
 
 
-def charrnn_loop(model: CharRNN, streams: int, length: int) -> float:
+def charrnn_loop(model: CharRNN, streams: int, length: int, quantize: str = "none") -> float:
     config = SamplingConfig(length=length, seed=0, num_samples=streams)
     start = time.perf_counter()
-    for ids in generate(model, VOCAB, "A", config):
+    for ids in generate(model, VOCAB, "A", config, quantize=quantize):
         ids.tolist()  # what the CLI does with every step
     return streams * length / (time.perf_counter() - start)
 
@@ -81,11 +83,12 @@ def main() -> None:
             for streams in (1, 32):
                 length = (2000 if hidden == 128 else 400) // (1 if streams == 1 else 4)
                 bare_length = length if cell == "gru" or hidden == 128 else length // 4
-                refs, tools = [], []
+                refs, tools, int8s = [], [], []
                 for _ in range(args.repeats):
                     refs.append(bare_loop(model, streams, bare_length))
                     tools.append(charrnn_loop(model, streams, length))
-                ref, tool = median(refs), median(tools)
+                    int8s.append(charrnn_loop(model, streams, length, "int8"))
+                ref, tool, int8 = median(refs), median(tools), median(int8s)
                 rows.append(
                     [
                         f"{cell} 2x{hidden}",
@@ -93,6 +96,8 @@ def main() -> None:
                         f"{ref:,.0f}",
                         f"{tool:,.0f}",
                         f"{tool / ref:.1f}",
+                        f"{int8:,.0f}",
+                        f"{int8 / tool:.2f}",
                         f"{error:.1e}",
                     ]
                 )
@@ -107,6 +112,8 @@ def main() -> None:
                 "bare nn loop chars/s",
                 "charrnn sample chars/s",
                 "ratio",
+                "int8 chars/s",
+                "int8 / float",
                 "max |logit error|",
             ],
             rows,

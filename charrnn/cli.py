@@ -70,6 +70,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Quantize(str, Enum):
+    none = "none"
+    int8 = "int8"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -347,6 +352,17 @@ def train(
             "(grad_norms.jsonl) and show how far back it reaches.",
         ),
     ] = False,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
+            help="Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), "
+            "score it beside the weights at every evaluation and save it as best.pt when it scores better "
+            "(0: off) \\[default: 0].",
+        ),
+    ] = None,
     sample_every: Annotated[
         int | None,
         typer.Option(
@@ -455,6 +471,7 @@ def train(
             "precision": precision.value if precision else None,
             "scheduled_sampling": scheduled_sampling,
             "log_grad_norms": True if log_grad_norms else None,
+            "ema": ema,
             "sample_every": sample_every,
             "sample_length": sample_length,
             "sample_temperature": sample_temperature,
@@ -539,6 +556,13 @@ def sample(
             help="Step size of --adapt (as --dynamic-lr of evaluate).",
         ),
     ] = DYNAMIC_LR,
+    quantize: Annotated[
+        Quantize,
+        typer.Option(
+            help="int8: generate with int8 recurrent weights, faster on CPUs; `evaluate --quantize int8` "
+            "measures what it costs.",
+        ),
+    ] = Quantize.none,
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout.
 
@@ -590,7 +614,7 @@ def sample(
     out.flush()
     decoders = [vocab.decoder() for _ in range(num_samples)]  # bytes become text as characters complete
     others: list[list[str]] = [[] for _ in range(num_samples - 1)]
-    for ids in generate(model, vocab, prime, config, dev):
+    for ids in generate(model, vocab, prime, config, dev, quantize.value):
         row = ids.tolist()
         piece = decoders[0].feed(row[0])
         if piece:
@@ -691,6 +715,13 @@ def evaluate(
             help="Pull the weights back towards the trained ones by this fraction after each step.",
         ),
     ] = DYNAMIC_DECAY,
+    quantize: Annotated[
+        Quantize,
+        typer.Option(
+            help="int8: score with the int8 weights `sample --quantize int8` generates with (one character "
+            "at a time, on the CPU), to see what they cost.",
+        ),
+    ] = Quantize.none,
 ) -> None:
     """Score how well a model predicts a text: nats and bits per character, perplexity.
 
@@ -712,7 +743,12 @@ def evaluate(
     job = prepare_scoring(checkpoint, text, device.value, encoding, lossy)
     if html is not None:
         _check_writable(html, "--html")
-    score, blob = job.score(), job.blob
+    scorer = None
+    if quantize is not Quantize.none:
+        from charrnn.quantize import SteppedModel, make_stepper
+
+        scorer = SteppedModel(job.model, make_stepper(job.model, quantize.value))
+    score, blob = job.score(scorer), job.blob
     if show or html is not None:
         _views(job, score, text, show, html, max_chars)
     adapted = None
@@ -721,7 +757,7 @@ def evaluate(
 
         config = DynamicConfig(lr=dynamic_lr, segment=dynamic_segment, decay=dynamic_decay)
         adapted = dynamic_score(job.model, job.ids, job.device, config)
-    result = {"checkpoint": blob["path"], "text": text, **score.to_dict()}
+    result = {"checkpoint": blob["path"], "text": text, **score.to_dict(), "quantize": quantize.value}
     if score.unit == "byte":
         result["bpb"] = score.bpc
     if adapted is not None:

@@ -59,7 +59,4 @@ def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
         raise CharrnnError(f"--precision {precision!r}: choose auto, fp32 or bf16")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if CPU_AUTO_BF16 and cpu_has_native_bf16() else None
-
-
-CPU_AUTO_BF16 = False  # set from the measurements in BENCHMARKS.md ("bf16 on CPUs")
+    return torch.bfloat16 if cpu_has_native_bf16() else None

@@ -196,8 +196,9 @@ class ScoringJob:
     unknown: int
     device: torch.device
 
-    def score(self) -> Score:
-        score = score_ids(self.model, self.ids, self.device)
+    def score(self, model: CharRNN | None = None) -> Score:
+        """Score the text with the checkpoint's model, or with `model` (e.g. its int8 stepped form)."""
+        score = score_ids(model if model is not None else self.model, self.ids, self.device)
         score.unknown = self.unknown
         score.unit = self.vocab.unit
         return score

@@ -16,7 +16,7 @@ import torch
 
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN
-from charrnn.stepper import Stepper
+from charrnn.quantize import make_stepper
 from charrnn.vocab import Vocabulary
 
 
@@ -82,6 +82,7 @@ def generate(
     prime: str = "",
     config: SamplingConfig | None = None,
     device: torch.device | str = "cpu",
+    quantize: str = "none",
 ) -> Iterator[torch.Tensor]:
     """Yield `config.length` steps of new characters, each an (num_samples,) tensor of ids.
 
@@ -101,7 +102,7 @@ def generate(
         state = model.init_state(n, device)
         if prime_ids.numel() > 1:  # all but the last symbol warm the state in one fused call
             _, state = model(prime_ids[:-1].to(device).unsqueeze(0).expand(n, -1), state)
-        stepper = Stepper(model)
+        stepper = make_stepper(model, quantize)  # int8: the prime above still warms the state in float32
         layer_state = stepper.split_state(state)
         current = torch.full((n,), int(prime_ids[-1]), dtype=torch.long, device=device)
         for _ in range(config.length):

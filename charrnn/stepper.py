@@ -59,10 +59,10 @@ class Stepper:
         """Advance every stream by one character; updates `state` in place and returns the logits."""
         x = None
         for k in range(self.layers):
-            gates = self.input_table[ids] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih_t[k])
+            gates = self.input_table[ids] if k == 0 else self.input_product(k, x)
             if has_cell_state(self.cell):
                 h, c = state[k]
-                gates.addmm_(h, self.w_hh_t[k])
+                gates = self.add_recurrent(k, gates, h)
                 i, f, g, o = gates.chunk(4, dim=1)
                 peep = self.peephole[k]
                 if peep is not None:
@@ -75,7 +75,7 @@ class Stepper:
                 state[k] = (h, c)
             elif self.cell == "gru":
                 h = state[k]
-                hidden_part = torch.addmm(self.b_hh[k], h, self.w_hh_t[k])
+                hidden_part = self.recurrent_product(k, h)
                 i_r, i_z, i_n = gates.chunk(3, dim=1)
                 h_r, h_z, h_n = hidden_part.chunk(3, dim=1)
                 r = torch.sigmoid(i_r + h_r)
@@ -84,7 +84,20 @@ class Stepper:
                 h = n.add_(z * (h - n))  # (1 - z) * n + z * h
                 state[k] = h
             else:
-                h = torch.tanh(gates.addmm_(state[k], self.w_hh_t[k]))
+                h = torch.tanh(self.add_recurrent(k, gates, state[k]))
                 state[k] = h
             x = h
         return torch.addmm(self.b_out, x, self.w_out_t)
+
+    # the matrix products, apart so a subclass can do them in another precision (quantize.py)
+    def input_product(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer k > 0: x @ W_ih^T plus the biases folded in at construction."""
+        return torch.addmm(self.b_ih[k], x, self.w_ih_t[k])
+
+    def add_recurrent(self, k: int, gates: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """gates + h @ W_hh^T (LSTM-like and RNN layers; their hidden bias is already in `gates`)."""
+        return gates.addmm_(h, self.w_hh_t[k])
+
+    def recurrent_product(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """GRU: h @ W_hh^T + b_hh, kept apart for the reset gate."""
+        return torch.addmm(self.b_hh[k], h, self.w_hh_t[k])

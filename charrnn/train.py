@@ -182,6 +182,10 @@ class Trainer:
         self.schedule = SamplingSchedule(*ss) if ss else None
         self.fed_fraction = _LossMeter(self.device)  # share of inputs that were the model's own guesses
         self.grad_reach: list[float] | None = None  # the latest gradient_reach measurement
+        # the moving average of the weights (--ema), one tensor per parameter, on the device
+        self.ema: list[torch.Tensor] | None = (
+            [p.detach().clone() for p in self.model.parameters()] if config.ema else None
+        )
         self.resumed = False
         if resume is not None:
             self._restore(resume)
@@ -224,6 +228,10 @@ class Trainer:
             best_val=p["best_val"],
             history=list(blob.get("history", [])),
         )
+        if self.ema is not None:  # the saved average, or (--ema added on resume) one starting here
+            saved = blob.get("ema")
+            source = saved if saved is not None else [p.detach() for p in self.model.parameters()]
+            self.ema = [t.detach().clone().to(self.device) for t in source]
         self.since_eval.total.fill_(p.get("loss_sum", 0.0))
         self.since_eval.count = p.get("loss_count", 0)
         carry = blob.get("carry")
@@ -290,6 +298,7 @@ class Trainer:
                 "loss_count": self.since_eval.count,
             },
             "history": p.history,
+            "ema": [t.detach().cpu() for t in self.ema] if self.ema is not None else None,
             "carry": carry,
             "rng": rng,
             "distributed": {"world_size": self.ranks.world_size},
@@ -339,7 +348,14 @@ class Trainer:
         self.last_eval_seconds = time.perf_counter() - start
         return score
 
-    def _record(self, score: Score | None, train_loss: float, lr: float, chars_per_sec: float) -> dict:
+    def _record(
+        self,
+        score: Score | None,
+        train_loss: float,
+        lr: float,
+        chars_per_sec: float,
+        ema_score: Score | None = None,
+    ) -> dict:
         p = self.progress
         entry = {
             "step": p.step,
@@ -349,6 +365,7 @@ class Trainer:
             "val_bpc": score.bpc if score else None,
             "val_ppl": score.perplexity if score else None,
             "val_chars": score.chars if score else 0,
+            **({"val_loss_ema": ema_score.nats} if ema_score is not None else {}),
             "lr": lr,
             **self._scheduled_sampling_entry(),
             "elapsed": round(p.elapsed, 3),
@@ -406,8 +423,12 @@ class Trainer:
         A non-finite score means the weights are broken: nothing is saved, so best.pt stays good.
         """
         t0 = time.perf_counter()
+        ema_score = None
         try:
             score = self.evaluate()
+            if self.ema is not None and score is not None and math.isfinite(score.nats):
+                with self._ema_weights():
+                    ema_score = self.evaluate()
         finally:
             self.progress.eval_time += time.perf_counter() - t0
             self._tick()
@@ -415,13 +436,18 @@ class Trainer:
         self.progress.pending_eval_lr = None
         if score is not None and not math.isfinite(score.nats):
             return score
-        self._record(score, train_loss, lr, self._speed())
-        improved = score is None or score.nats < self.progress.best_val
-        if score is not None and improved:
-            self.progress.best_val = score.nats
+        self._record(score, train_loss, lr, self._speed(), ema_score)
+        use_ema = ema_score is not None and ema_score.nats < score.nats
+        best = ema_score if use_ema else score
+        improved = best is None or best.nats < self.progress.best_val
+        if best is not None and improved:
+            self.progress.best_val = best.nats
         blob = self.checkpoint()
         if improved:
+            if use_ema:  # best.pt holds the averaged weights; last.pt keeps the trained ones for resuming
+                blob = {**blob, "model": self._ema_state_dict(), "weights": "ema"}
             self.save("best.pt", blob)
+            blob = self.checkpoint() if use_ema else blob
         self.save("last.pt", blob)
         t0 = time.perf_counter()
         self._live_sample(score)
@@ -631,8 +657,40 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self._update_ema()
         self.state = detach_state(state)
         return loss
+
+    # ---- the moving average of the weights (--ema) ----------------------------------------------------
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- ema + (1 - d) (w - ema), with d ramping up as (1 + n) / (10 + n) towards --ema, so the
+        average forgets the random initial weights within the first steps (as TensorFlow's EMA does)."""
+        n = self.progress.step
+        decay = min(self.config.ema, (1 + n) / (10 + n))
+        torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1.0 - decay)
+
+    def _ema_state_dict(self) -> dict:
+        names = [name for name, _ in self.model.named_parameters()]
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        state.update({name: t.detach().cpu().clone() for name, t in zip(names, self.ema, strict=True)})
+        return state
+
+    @contextmanager
+    def _ema_weights(self):
+        """The averaged weights in the model for the block's duration, the trained ones back after it."""
+        params = list(self.model.parameters())
+        kept = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, self.ema, strict=True):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, k in zip(params, kept, strict=True):
+                    p.copy_(k)
 
 
 class _LossMeter:

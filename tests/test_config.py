@@ -41,3 +41,36 @@ def test_default_budget_is_ten_minutes_with_the_large_model():
     assert config.max_time == 600.0 and config.max_steps is None
     assert model.hidden == 512 and model.layers == 2 and config.lr == 3e-3
     assert TrainConfig().with_default_limit().max_time == 600.0
+
+
+def test_precision_auto_takes_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    import torch
+
+    from charrnn import device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"sse2", "avx2", "fma"}))
+    assert device.pick_autocast("auto", cpu) is None  # AVX2 only: bf16 would be emulated, slower
+    assert device.pick_autocast("bf16", cpu) is torch.bfloat16  # asked for: given
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert device.pick_autocast("auto", cpu) is torch.bfloat16  # Zen 4, Cooper Lake
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    assert device.pick_autocast("auto", cpu) is torch.bfloat16  # Sapphire Rapids
+    assert device.pick_autocast("fp32", cpu) is None
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset())  # not Linux, or flags unreadable
+    assert device.pick_autocast("auto", cpu) is None
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo(tmp_path, monkeypatch):
+    import builtins
+
+    from charrnn import device
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 avx2\n\nflags : other\n")
+    real_open = builtins.open
+    monkeypatch.setattr(
+        builtins, "open", lambda f, *a, **k: real_open(info if f == "/proc/cpuinfo" else f, *a, **k)
+    )
+    assert device.cpu_flags() == frozenset({"fpu", "sse2", "avx512_bf16", "avx2"})
+    assert device.cpu_has_native_bf16()
