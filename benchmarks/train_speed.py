@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py            # all sizes, LSTM and GRU
     python benchmarks/train_speed.py --quick    # fewer steps
     python benchmarks/train_speed.py --family   # every cell, input and dropout mode against the fused LSTM
+    python benchmarks/train_speed.py --family --only dropout,bf16   # some of them
 
 The reference is the plainest correct loop: embedding, fused nn.LSTM/nn.GRU, linear, cross-entropy,
 backward, gradient clipping, Adam step, hidden state carried and detached, on random ids. charrnn runs its
@@ -61,8 +62,10 @@ def charrnn_loop(
 ) -> float:
     """chars/s of Trainer.run() from the end of step 3 to the end of the last step (all per-step work).
 
-    `options` are further ModelConfig fields, or `scheduled_sampling`."""
+    `options` are further ModelConfig fields, or `scheduled_sampling` or `precision` (default fp32, like the
+    bare loop, whatever `--precision auto` would pick on this CPU)."""
     sampling = options.pop("scheduled_sampling", None)
+    precision = options.pop("precision", "fp32")
     model_config = ModelConfig(
         len(corpus.vocab),
         cell=cell,
@@ -72,7 +75,7 @@ def charrnn_loop(
     )
     config = TrainConfig(
         batch_size=batch, seq_len=seq, max_steps=steps + 3, eval_every=10**9, val_fraction=0.0, device="cpu",
-        scheduled_sampling=sampling,
+        scheduled_sampling=sampling, precision=precision,
     )  # fmt: skip
     marks = {}
 
@@ -103,17 +106,25 @@ FAMILY = {
     "lstm, standard dropout 0.2": {"dropout": 0.2},
     "lstm, tied weights (embedding = hidden)": {"weight_tying": True, "embedding": 0},
     "lstm, scheduled sampling 0.25": {"scheduled_sampling": [0.25, 0.25]},
+    "lstm, bf16 autocast": {"precision": "bf16"},
+    "lstm, standard dropout 0.2, bf16 (the defaults on bf16 CPUs)": {"dropout": 0.2, "precision": "bf16"},
+    "lstm, locked dropout 0.2, bf16": {"dropout": 0.2, "dropout_mode": "locked", "precision": "bf16"},
 }
 
 
-def family(corpus, repeats: int, quick: bool) -> None:
+def family(corpus, repeats: int, quick: bool, only: str | None = None) -> None:
     """Every variant against the fused LSTM (first row) at 2x128 (50x50) and 2x384 (16x64, the defaults)."""
     rows = []
     for layers, hidden, batch, seq in ((2, 128, 50, 50), (2, 384, 16, 64)):
         steps = 12 if quick else 30
-        speeds = {name: [] for name in FAMILY}
+        chosen = {
+            name: options
+            for name, options in FAMILY.items()
+            if only is None or name == "lstm (fused)" or any(w in name for w in only.split(","))
+        }
+        speeds = {name: [] for name in chosen}
         for _ in range(repeats):  # interleaved, so drift hits every variant alike
-            for name, options in FAMILY.items():
+            for name, options in chosen.items():
                 options = dict(options)
                 if options.get("embedding") == 0:
                     options["embedding"] = hidden
@@ -134,10 +145,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--family", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--only", help="with --family: variants whose name holds one of these, comma-separated"
+    )
     args = parser.parse_args()
     corpus = load_text_file(shakespeare())
     if args.family:
-        family(corpus, args.repeats, args.quick)
+        family(corpus, args.repeats, args.quick, args.only)
         return
     rows = []
     for layers, hidden, batch, seq in SIZES:

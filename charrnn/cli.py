@@ -328,7 +328,11 @@ def train(
         Device | None, typer.Option(help="auto picks CUDA when present \\[default: auto].")
     ] = None,
     precision: Annotated[
-        Precision | None, typer.Option(help="auto: bf16 autocast on GPUs, fp32 on CPUs \\[default: auto].")
+        Precision | None,
+        typer.Option(
+            help="auto: bf16 autocast on GPUs and on CPUs with AVX512-BF16 or AMX, else fp32 "
+            "\\[default: auto]."
+        ),
     ] = None,
     backend: Annotated[
         Backend,
@@ -751,12 +755,22 @@ def evaluate(
     score, blob = job.score(scorer), job.blob
     if show or html is not None:
         _views(job, score, text, show, html, max_chars)
-    adapted = None
+    adapted = None  # the dynamic score
     if dynamic:
+        from tqdm import tqdm
+
         from charrnn.dynamic import DynamicConfig, dynamic_score
 
         config = DynamicConfig(lr=dynamic_lr, segment=dynamic_segment, decay=dynamic_decay)
-        adapted = dynamic_score(job.model, job.ids, job.device, config)
+        with tqdm(
+            total=max(job.ids.numel() - 1, 0),
+            desc="dynamic evaluation",
+            unit=short_unit(job.vocab.unit),
+            unit_scale=True,
+            leave=False,
+            disable=not sys.stderr.isatty(),
+        ) as bar:
+            adapted = dynamic_score(job.model, job.ids, job.device, config, on_progress=bar.update)
     result = {"checkpoint": blob["path"], "text": text, **score.to_dict(), "quantize": quantize.value}
     if score.unit == "byte":
         result["bpb"] = score.bpc
@@ -788,6 +802,10 @@ def evaluate(
     if score.unit != "byte":
         table.add_row("unknown characters (skipped)", f"{score.unknown:,}")
     _print_stdout(table)
+
+
+def short_unit(unit: str) -> str:
+    return "byte" if unit == "byte" else "char"
 
 
 def _check_writable(path: Path, flag: str) -> None:

@@ -106,6 +106,7 @@ def dynamic_sums(
     config: DynamicConfig,
     should_stop: Callable[[], bool] | None = None,
     adapted: CharRNN | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[float, int, CharRNN]:
     """(sum of nats, characters scored, the adapted model) over `ids`, learning as it reads.
 
@@ -131,6 +132,8 @@ def dynamic_sums(
         (loss / y.numel()).backward()
         learner.step()
         state = detach_state(state)
+        if on_progress is not None:
+            on_progress(y.numel())
     return float(total), count, adapted
 
 
@@ -140,6 +143,7 @@ def dynamic_score(
     device: torch.device | str,
     config: DynamicConfig,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Score:
-    total, count, _ = dynamic_sums(model, ids, device, config, should_stop)
+    total, count, _ = dynamic_sums(model, ids, device, config, should_stop, on_progress=on_progress)
     return Score(nats=total / count if count else float("nan"), chars=count)

@@ -54,6 +54,10 @@ TRAIN_FLAGS = {
     "precision": "--precision",
     "scheduled_sampling": "--scheduled-sampling",
     "log_grad_norms": "--log-grad-norms",
+    "ema": "--ema",
+    "sample_every": "--sample-every",
+    "sample_length": "--sample-length",
+    "sample_temperature": "--sample-temperature",
 }
 
 

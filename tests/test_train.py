@@ -4,14 +4,17 @@ import signal
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import app
 from charrnn.config import TrainConfig, parse_duration
 from charrnn.corpus import Corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.train import Trainer, lr_at
 from charrnn.vocab import Vocabulary
+from conftest import TINY_TRAIN_FLAGS
 
 
 def make_corpus(text: str) -> Corpus:
@@ -151,3 +154,25 @@ def test_huge_seeds_work_across_epochs(tmp_path):
     config = TrainConfig(batch_size=2, seq_len=8, epochs=3, eval_every=100, seed=2**63 - 1)
     result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path).run()
     assert result.progress.epoch == 3
+
+
+def test_bf16_autocast_on_the_cpu_trains_and_resumes_exactly(tmp_path, small_text_file):
+    runner = CliRunner()
+    base = [f for f in TINY_TRAIN_FLAGS if f != "--quiet"]
+    whole = runner.invoke(
+        app, ["train", str(small_text_file), "--out", str(tmp_path / "w"), *base, "--precision", "bf16"]
+    )
+    assert whole.exit_code == 0, whole.output
+    assert "cpu bf16 autocast" in whole.stderr
+    flags = [*TINY_TRAIN_FLAGS, "--precision", "bf16"]
+    flags[flags.index("--max-steps") + 1] = "20"
+    assert (
+        runner.invoke(app, ["train", str(small_text_file), "--out", str(tmp_path / "p"), *flags]).exit_code
+        == 0
+    )
+    again = runner.invoke(
+        app, ["train", str(small_text_file), "--resume", str(tmp_path / "p"), "--max-steps", "30", "--quiet"]
+    )
+    assert again.exit_code == 0, again.output
+    a, b = load_checkpoint(tmp_path / "w" / "last.pt"), load_checkpoint(tmp_path / "p" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
