@@ -659,7 +659,9 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self._update_ema()
-        self.state = detach_state(state)
+        # carried in float32 whatever the autocast: checkpoints, the diagnostics and scheduled sampling
+        # read it outside autocast, and bf16 rounding should not accumulate along the streams
+        self.state = _as_float32(detach_state(state))
         return loss
 
     # ---- the moving average of the weights (--ema) ----------------------------------------------------
@@ -713,6 +715,12 @@ class _LossMeter:
     def reset(self) -> None:
         self.total.zero_()
         self.count = 0
+
+
+def _as_float32(state):
+    if isinstance(state, tuple):
+        return tuple(s.float() for s in state)
+    return state.float()
 
 
 def _to_cpu(obj):
