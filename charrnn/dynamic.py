@@ -65,6 +65,8 @@ def adaptable_copy(model: CharRNN) -> CharRNN:
     adapted.eval()
     for layer in adapted.rnns:
         layer.train()
+        if hasattr(layer, "flatten_parameters"):  # a copy's weights are no longer one block for cuDNN
+            layer.flatten_parameters()
     for p in adapted.parameters():
         p.requires_grad_(True)
     return adapted
