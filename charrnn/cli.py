@@ -789,7 +789,7 @@ def evaluate(
     table = Table(title=f"{text} scored by {blob['path']}", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    short = "byte" if score.unit == "byte" else "char"
+    short = short_unit(score.unit)
     table.add_row(f"cross-entropy (nats/{short})", f"{score.nats:.4f}")
     table.add_row(f"bits per {score.unit}", f"{score.bpc:.4f}")
     table.add_row("perplexity", f"{score.perplexity:.3f}")

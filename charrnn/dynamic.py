@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.config import DYNAMIC_DECAY, DYNAMIC_LR, DYNAMIC_SEGMENT
+from charrnn.errors import CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score
 from charrnn.model import CharRNN, detach_state
 
@@ -44,8 +45,6 @@ class DynamicConfig:
     eps: float = 1e-8
 
     def check(self) -> None:
-        from charrnn.errors import CharrnnError
-
         if self.method not in METHODS:
             raise CharrnnError(f"dynamic evaluation method {self.method!r}: choose {' or '.join(METHODS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

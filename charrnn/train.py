@@ -443,11 +443,9 @@ class Trainer:
         if best is not None and improved:
             self.progress.best_val = best.nats
         blob = self.checkpoint()
-        if improved:
-            if use_ema:  # best.pt holds the averaged weights; last.pt keeps the trained ones for resuming
-                blob = {**blob, "model": self._ema_state_dict(), "weights": "ema"}
-            self.save("best.pt", blob)
-            blob = self.checkpoint() if use_ema else blob
+        if improved:  # best.pt may hold the averaged weights; last.pt keeps the trained ones for resuming
+            best_blob = {**blob, "model": self._ema_state_dict(), "weights": "ema"} if use_ema else blob
+            self.save("best.pt", best_blob)
         self.save("last.pt", blob)
         t0 = time.perf_counter()
         self._live_sample(score)
