@@ -94,6 +94,8 @@ def auto_settings(train_chars: int, max_time: float | None) -> dict:
     On a 2-core CPU a 2x384 LSTM learns faster per minute than a 2x512 one, so short budgets get it; longer
     budgets get the larger model, and long budgets or small corpora more dropout against overfitting.
     Small batches (16 x 64) with a higher learning rate beat larger batches at every budget measured.
+    At 30 minutes neither a 2x768 model nor weight dropout on W_hh beat 2x512 with dropout 0.3: on a 2-core
+    CPU their lower throughput costs more than their regularisation gains (BENCHMARKS.md, issue 13).
     A run limited only by steps or epochs counts as a long one.
     """
     budget = max_time if max_time is not None else math.inf
