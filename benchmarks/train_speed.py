@@ -109,6 +109,9 @@ FAMILY = {
     "lstm, bf16 autocast": {"precision": "bf16"},
     "lstm, standard dropout 0.2, bf16 (the defaults on bf16 CPUs)": {"dropout": 0.2, "precision": "bf16"},
     "lstm, locked dropout 0.2, bf16": {"dropout": 0.2, "dropout_mode": "locked", "precision": "bf16"},
+    "gru (fused), bf16 autocast": {"cell": "gru", "precision": "bf16"},
+    "rnn (fused), bf16 autocast": {"cell": "rnn", "precision": "bf16"},
+    "peephole-lstm (stepped), bf16 autocast": {"cell": "peephole-lstm", "precision": "bf16"},
 }
 
 
