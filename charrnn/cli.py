@@ -25,6 +25,7 @@ from rich.text import Text
 from charrnn.config import DYNAMIC_DECAY, DYNAMIC_LR, DYNAMIC_SEGMENT
 from charrnn.distributed import PeerLost
 from charrnn.errors import CharrnnError
+from charrnn.vocab import short_unit
 
 app = typer.Typer(
     add_completion=False,
@@ -804,10 +805,6 @@ def evaluate(
     _print_stdout(table)
 
 
-def short_unit(unit: str) -> str:
-    return "byte" if unit == "byte" else "char"
-
-
 def _check_writable(path: Path, flag: str) -> None:
     """Refuse an output path that cannot be written before the work, not after it."""
     if path.is_dir():
@@ -1072,7 +1069,7 @@ def novelty(
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         return
-    unit = "byte" if report.unit == "byte" else "char"
+    unit = short_unit(report.unit)
     table = Table(title=f"{'stdin' if text == '-' else text} against {corpus_label}", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")

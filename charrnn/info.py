@@ -18,6 +18,7 @@ from rich.text import Text
 from charrnn.checkpoint import model_from_checkpoint
 from charrnn.config import format_duration
 from charrnn.model import count_parameters
+from charrnn.vocab import short_unit
 
 LN2 = math.log(2)
 VOCAB_SHOWN = 2000  # characters of a huge vocabulary listed in the panel (--json has all)
@@ -177,7 +178,7 @@ def _or_unknown(value, fmt=str) -> Text:
 
 def info_panel(info: dict) -> Panel:
     """The facts as a two-column panel; values are Text, so vocabulary or paths never read as markup."""
-    unit = "byte" if info["level"] == "byte" else "char"
+    unit = short_unit(info["level"])
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")

@@ -28,6 +28,7 @@ from charrnn.model import ModelConfig, count_parameters
 from charrnn.runlock import run_lock
 from charrnn.scheduled import parse_schedule
 from charrnn.train import Trainer, TrainResult
+from charrnn.vocab import short_unit
 
 # Settings that define the model or the data stream: a resumed run must keep them.
 FIXED_ON_RESUME = {
@@ -372,7 +373,7 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
     if request.quiet:
         return 0
     unit = trainer.corpus.vocab.unit
-    short = "byte" if unit == "byte" else "char"
+    short = short_unit(unit)
     table = Table(title="training finished", title_justify="left", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")

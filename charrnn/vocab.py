@@ -51,6 +51,11 @@ def _chunks(text: str) -> Iterable[str]:
         yield text[start : start + _CHUNK_CHARS]
 
 
+def short_unit(unit: str) -> str:
+    """The unit as loss labels write it ("nats/char", "nats/byte"), from a unit or level name."""
+    return "byte" if unit == "byte" else "char"
+
+
 class Vocabulary:
     """An ordered set of characters; id i is the i-th smallest code point. `level` is "char", or "byte"
     for the 256-symbol byte vocabulary (see the module docstring)."""
