@@ -15,6 +15,7 @@ input of every layer and before the output layer; which kind is set by `dropout_
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -188,25 +189,24 @@ class CharRNN(nn.Module):
         return self.head(x), ((h, torch.stack(new_c)) if new_c else h)
 
 
+def map_state(state: State, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
+    """`fn` applied to h, or to both h and c: a state is one tensor or an (h, c) pair."""
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
+
+
 def _layer_state(state: State | None, k: int):
     if state is None:
         return None
-    if isinstance(state, tuple):
-        return (state[0][k : k + 1].contiguous(), state[1][k : k + 1].contiguous())
-    return state[k : k + 1].contiguous()
+    return map_state(state, lambda s: s[k : k + 1].contiguous())
 
 
 def detach_state(state: State) -> State:
     """Cut the graph at the window edge: the values carry on, the gradients stop."""
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    return map_state(state, torch.Tensor.detach)
 
 
 def select_rows(state: State, rows: torch.Tensor | slice) -> State:
-    if isinstance(state, tuple):
-        return tuple(s[:, rows] for s in state)
-    return state[:, rows]
+    return map_state(state, lambda s: s[:, rows])
 
 
 def count_parameters(model: nn.Module) -> int:

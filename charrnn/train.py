@@ -46,7 +46,7 @@ from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score, score_sums
 from charrnn.jsonl import append_record, read_records, rewrite_records
-from charrnn.model import CharRNN, ModelConfig, detach_state
+from charrnn.model import CharRNN, ModelConfig, detach_state, map_state
 from charrnn.sample import SamplingConfig, generate
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
@@ -659,7 +659,7 @@ class Trainer:
             self._update_ema()
         # carried in float32 whatever the autocast: checkpoints, the diagnostics and scheduled sampling
         # read it outside autocast, and bf16 rounding should not accumulate along the streams
-        self.state = _as_float32(detach_state(state))
+        self.state = map_state(detach_state(state), torch.Tensor.float)
         return loss
 
     # ---- the moving average of the weights (--ema) ----------------------------------------------------
@@ -713,12 +713,6 @@ class _LossMeter:
     def reset(self) -> None:
         self.total.zero_()
         self.count = 0
-
-
-def _as_float32(state):
-    if isinstance(state, tuple):
-        return tuple(s.float() for s in state)
-    return state.float()
 
 
 def _to_cpu(obj):
