@@ -62,10 +62,11 @@ def charrnn_loop(
 ) -> float:
     """chars/s of Trainer.run() from the end of step 3 to the end of the last step (all per-step work).
 
-    `options` are further ModelConfig fields, or `scheduled_sampling` or `precision` (default fp32, like the
-    bare loop, whatever `--precision auto` would pick on this CPU)."""
+    `options` are further ModelConfig fields, or `scheduled_sampling`, `weight_decay` (default 0) or
+    `precision` (default fp32, like the bare loop, whatever `--precision auto` would pick on this CPU)."""
     sampling = options.pop("scheduled_sampling", None)
     precision = options.pop("precision", "fp32")
+    weight_decay = options.pop("weight_decay", 0.0)
     model_config = ModelConfig(
         len(corpus.vocab),
         cell=cell,
@@ -75,7 +76,7 @@ def charrnn_loop(
     )
     config = TrainConfig(
         batch_size=batch, seq_len=seq, max_steps=steps + 3, eval_every=10**9, val_fraction=0.0, device="cpu",
-        scheduled_sampling=sampling, precision=precision,
+        scheduled_sampling=sampling, precision=precision, weight_decay=weight_decay,
     )  # fmt: skip
     marks = {}
 
@@ -107,7 +108,13 @@ FAMILY = {
     "lstm, tied weights (embedding = hidden)": {"weight_tying": True, "embedding": 0},
     "lstm, scheduled sampling 0.25": {"scheduled_sampling": [0.25, 0.25]},
     "lstm, bf16 autocast": {"precision": "bf16"},
-    "lstm, standard dropout 0.2, bf16 (the defaults on bf16 CPUs)": {"dropout": 0.2, "precision": "bf16"},
+    "lstm, standard dropout 0.2, bf16": {"dropout": 0.2, "precision": "bf16"},
+    "lstm, standard dropout 0.2, bf16, weight decay 0.1 (the defaults on bf16 CPUs)": {
+        "dropout": 0.2,
+        "precision": "bf16",
+        "weight_decay": 0.1,
+    },
+    "lstm, weight decay 0.1": {"weight_decay": 0.1},
     "lstm, locked dropout 0.2, bf16": {"dropout": 0.2, "dropout_mode": "locked", "precision": "bf16"},
     "gru (fused), bf16 autocast": {"cell": "gru", "precision": "bf16"},
     "rnn (fused), bf16 autocast": {"cell": "rnn", "precision": "bf16"},

@@ -276,7 +276,12 @@ def train(
     ] = None,
     weight_decay: Annotated[
         float | None,
-        typer.Option(min=0.0, max=100.0, callback=_finite, help="AdamW weight decay \\[default: 0]."),
+        typer.Option(
+            min=0.0,
+            max=100.0,
+            callback=_finite,
+            help="AdamW weight decay (decoupled, on every parameter) \\[default: 0.1].",
+        ),
     ] = None,
     grad_clip: Annotated[
         float | None,

@@ -20,6 +20,7 @@ def test_auto_settings_follow_the_budget_and_corpus(chars, budget, hidden, dropo
     settings = auto_settings(chars, budget)
     assert (settings["hidden"], settings["dropout"], settings["lr"]) == (hidden, dropout, lr)
     assert settings["batch_size"] == 16 and settings["seq_len"] == 64
+    assert settings["weight_decay"] == 0.1
 
 
 def _corpus(n: int) -> Corpus:
@@ -29,9 +30,10 @@ def _corpus(n: int) -> Corpus:
 
 
 def test_flags_given_win_over_auto_settings():
-    request = TrainRequest(corpus="c", model={"hidden": 100}, train={"max_time": "2m", "lr": 0.01})
+    train = {"max_time": "2m", "lr": 0.01, "weight_decay": 0.0}
+    request = TrainRequest(corpus="c", model={"hidden": 100}, train=train)
     model, config, _ = settle_configs(request, _corpus(1_200_000), None)
-    assert model.hidden == 100 and config.lr == 0.01  # given
+    assert model.hidden == 100 and config.lr == 0.01 and config.weight_decay == 0.0  # given, 0 included
     assert model.dropout == 0.2 and config.batch_size == 16  # auto for a 2-minute budget
     assert config.max_time == 120.0
 
@@ -40,6 +42,7 @@ def test_default_budget_is_ten_minutes_with_the_large_model():
     model, config, _ = settle_configs(TrainRequest(corpus="c"), _corpus(1_200_000), None)
     assert config.max_time == 600.0 and config.max_steps is None
     assert model.hidden == 512 and model.layers == 2 and config.lr == 3e-3
+    assert config.weight_decay == 0.1
     assert TrainConfig().with_default_limit().max_time == 600.0
 
 
