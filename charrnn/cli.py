@@ -280,7 +280,8 @@ def train(
             min=0.0,
             max=100.0,
             callback=_finite,
-            help="AdamW weight decay (decoupled, on every parameter) \\[default: 0.1].",
+            help="AdamW weight decay (decoupled, on every parameter) "
+            "\\[default: auto: 0.1, or 0.2 for budgets of 20m+].",
         ),
     ] = None,
     grad_clip: Annotated[

@@ -7,20 +7,20 @@ from charrnn.vocab import Vocabulary
 
 
 @pytest.mark.parametrize(
-    "chars, budget, hidden, dropout, lr",
+    "chars, budget, hidden, dropout, lr, weight_decay",
     [
-        (1_000_000, 120.0, 384, 0.2, 4e-3),
-        (1_000_000, 600.0, 512, 0.2, 3e-3),
-        (1_000_000, 1800.0, 512, 0.3, 3e-3),
-        (1_000_000, None, 512, 0.3, 3e-3),  # steps or epochs only: a long run
-        (50_000, 600.0, 256, 0.3, 4e-3),
+        (1_000_000, 120.0, 384, 0.2, 4e-3, 0.1),
+        (1_000_000, 600.0, 512, 0.2, 3e-3, 0.1),
+        (1_000_000, 1800.0, 512, 0.3, 3e-3, 0.2),
+        (1_000_000, None, 512, 0.3, 3e-3, 0.2),  # steps or epochs only: a long run
+        (50_000, 600.0, 256, 0.3, 4e-3, 0.1),
     ],
 )
-def test_auto_settings_follow_the_budget_and_corpus(chars, budget, hidden, dropout, lr):
+def test_auto_settings_follow_the_budget_and_corpus(chars, budget, hidden, dropout, lr, weight_decay):
     settings = auto_settings(chars, budget)
     assert (settings["hidden"], settings["dropout"], settings["lr"]) == (hidden, dropout, lr)
     assert settings["batch_size"] == 16 and settings["seq_len"] == 64
-    assert settings["weight_decay"] == 0.1
+    assert settings["weight_decay"] == weight_decay
 
 
 def _corpus(n: int) -> Corpus:
