@@ -21,6 +21,7 @@ from common import REPO, machine, shakespeare, table
 
 VARIANTS = {
     "lstm (fused, standard dropout)": [],
+    "lstm, no weight decay": ["--weight-decay", "0"],
     "gru": ["--cell", "gru"],
     "rnn (vanilla tanh)": ["--cell", "rnn"],
     "peephole-lstm": ["--cell", "peephole-lstm"],
