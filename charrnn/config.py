@@ -96,8 +96,9 @@ def auto_settings(train_chars: int, max_time: float | None) -> dict:
     Small batches (16 x 64) with a higher learning rate beat larger batches at every budget measured.
     At 30 minutes neither a 2x768 model nor weight dropout on W_hh beat 2x512 with dropout 0.3: on a 2-core
     CPU their lower throughput costs more than their regularisation gains (BENCHMARKS.md, issue 13).
-    AdamW weight decay costs no time and beat none at every budget: 0.1 was best at 10 minutes (1.375 against
-    1.418 without), 0.2 at 30 minutes (1.362 against 1.376 with 0.1 and 1.417 without).
+    AdamW weight decay costs no time: 0.1 was best at 10 minutes (1.375 against 1.418 without), 0.2 at 30
+    minutes (1.362 against 1.376 with 0.1 or 0.3, 1.417 without); at 2 minutes and on small corpora it was
+    within noise of none.
     A run limited only by steps or epochs counts as a long one.
     """
     budget = max_time if max_time is not None else math.inf
