@@ -962,7 +962,7 @@ def info(
 @handles_errors
 def corpora() -> None:
     """List the named corpora that `charrnn train NAME` accepts."""
-    from charrnn.corpora import CORPORA
+    from charrnn.named_corpora import CORPORA
 
     table = Table()
     for col in ("name", "what", "source", "licence"):

@@ -17,10 +17,10 @@ from rich.text import Text
 
 from charrnn.checkpoint import model_from_checkpoint
 from charrnn.config import format_duration
+from charrnn.evaluate import LN2
 from charrnn.model import count_parameters
 from charrnn.vocab import short_unit
 
-LN2 = math.log(2)
 VOCAB_SHOWN = 2000  # characters of a huge vocabulary listed in the panel (--json has all)
 NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 

@@ -7,6 +7,7 @@ are testable without a terminal.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rich.table import Table
 from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
-from charrnn.corpora import resolve
+from charrnn.named_corpora import resolve
 from charrnn.corpus import Corpus, load_corpus
 from charrnn.device import pick_device
 from charrnn.diagnostics import summarise
@@ -380,7 +381,7 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
     if p.best_val < float("inf"):
         table.add_row("best validation loss", f"{p.best_val:.4f} nats/{short}")
         table.add_row(f"  bits per {unit}", f"{p.best_val / LN2:.4f}")
-        table.add_row("  perplexity", f"{2.718281828459045**p.best_val:.3f}")
+        table.add_row("  perplexity", f"{math.exp(min(p.best_val, 700.0)):.3f}")
     if result.final_score is not None:
         table.add_row("final validation loss", f"{result.final_score.nats:.4f} nats/{short}")
     table.add_row(

@@ -65,7 +65,7 @@ def test_second_load_comes_from_the_cache(small_text_file, isolated_cache):
 
 
 def test_corpora_readme_describes_every_registered_corpus():
-    from charrnn.corpora import CORPORA
+    from charrnn.named_corpora import CORPORA
     from conftest import REPO
 
     readme = (REPO / "corpora" / "README.md").read_text(encoding="utf-8")
@@ -77,7 +77,7 @@ def test_corpora_readme_describes_every_registered_corpus():
 
 
 def test_shakespeare_from_a_local_folder_is_verified(tmp_path, monkeypatch):
-    from charrnn.corpora import corpus_path
+    from charrnn.named_corpora import corpus_path
 
     monkeypatch.setenv("CHARRNN_CORPUS_DIR", str(tmp_path))
     (tmp_path / "tinyshakespeare.txt").write_text("not the real text")
