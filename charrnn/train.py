@@ -45,6 +45,7 @@ from charrnn.diagnostics import gradient_reach
 from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score, score_sums
+from charrnn.memory import check_training_fits
 from charrnn.jsonl import append_record, read_records, rewrite_records
 from charrnn.model import CharRNN, ModelConfig, detach_state, map_state
 from charrnn.sample import SamplingConfig, generate
@@ -159,6 +160,7 @@ class Trainer:
         self.device = pick_device(config.device, self.ranks.local_rank, self.ranks.local_world_size)
         self.autocast_dtype = pick_autocast(config.precision, self.device)
 
+        check_training_fits(model_config, config, self.device)  # refuse before allocating, not after
         torch.manual_seed(config.seed % (1 << 63))
         self.model = CharRNN(model_config).to(self.device)
         if self.ranks.rank:  # the same initial weights everywhere, then each rank its own dropout draws
