@@ -18,7 +18,6 @@ from rich.table import Table
 from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
-from charrnn.named_corpora import resolve
 from charrnn.corpus import Corpus, load_corpus
 from charrnn.device import pick_device
 from charrnn.diagnostics import summarise
@@ -26,6 +25,7 @@ from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
+from charrnn.named_corpora import resolve
 from charrnn.runlock import run_lock
 from charrnn.scheduled import parse_schedule
 from charrnn.train import Trainer, TrainResult

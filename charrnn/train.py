@@ -45,8 +45,8 @@ from charrnn.diagnostics import gradient_reach
 from charrnn.distributed import Ranks
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score, score_sums
-from charrnn.memory import check_training_fits
 from charrnn.jsonl import append_record, read_records, rewrite_records
+from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, ModelConfig, detach_state, map_state
 from charrnn.sample import SamplingConfig, generate
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
