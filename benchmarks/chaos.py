@@ -57,7 +57,7 @@ def chaos_loop(run: Path, steps: int, kills: int, rng: random.Random) -> tuple[i
     made, healthy = 0, True
     while True:
         last = run / "last.pt"
-        if last.exists() and load_checkpoint(last)["progress"]["step"] >= steps:
+        if last.exists() and load_checkpoint(last).progress.step >= steps:
             return made, healthy
         proc = train(
             ["--resume", str(run)] if last.exists() else ["--out", str(run), "--overwrite", *flags(steps)]
@@ -92,12 +92,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         reference = Path(folder) / "reference"
         train(["--out", str(reference), *flags(args.steps)]).wait()
-        expected = load_checkpoint(reference / "last.pt")["model"]
+        expected = load_checkpoint(reference / "last.pt").weights
         for loop in range(args.loops):
             run = Path(folder) / f"loop{loop}"
             made, healthy = chaos_loop(run, args.steps, args.kills, rng)
             kills.append(made)
-            final = load_checkpoint(run / "last.pt")["model"]
+            final = load_checkpoint(run / "last.pt").weights
             same = healthy and all(torch.equal(final[k], v) for k, v in expected.items())
             identical += same
             print(f"loop {loop + 1}: {made} kills, {'identical' if same else 'DIFFERENT'}", flush=True)

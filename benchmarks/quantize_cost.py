@@ -60,7 +60,7 @@ def main() -> None:
     cfg = model.config
     print()
     print(machine())
-    print(f"{blob['path']}: {cfg.cell} {cfg.layers}x{cfg.hidden}; mean KL(float32 || int8) = {kl:.5f} nats")
+    print(f"{blob.path}: {cfg.cell} {cfg.layers}x{cfg.hidden}; mean KL(float32 || int8) = {kl:.5f} nats")
     print(table(["weights", "validation nats/char", "bits/char", "scoring s"], rows))
 
 

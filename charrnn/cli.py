@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -25,6 +24,7 @@ from rich.text import Text
 from charrnn.config import DYNAMIC_DECAY, DYNAMIC_LR, DYNAMIC_SEGMENT
 from charrnn.distributed import PeerLost
 from charrnn.errors import CharrnnError
+from charrnn.options import check_number, with_setting_options
 from charrnn.vocab import short_unit
 
 app = typer.Typer(
@@ -34,24 +34,6 @@ app = typer.Typer(
     help="Train character-level LSTM/GRU/RNN language models, sample text from them, and score text.",
 )
 err = Console(stderr=True, highlight=False)
-
-
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
-    peephole_lstm = "peephole-lstm"
-
-
-class Input(str, Enum):
-    embedding = "embedding"
-    onehot = "onehot"
-
-
-class DropoutMode(str, Enum):
-    standard = "standard"
-    locked = "locked"
-    variational = "variational"
 
 
 class Level(str, Enum):
@@ -74,12 +56,6 @@ class Device(str, Enum):
 class Quantize(str, Enum):
     none = "none"
     int8 = "int8"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
 
 
 def _quiet_stdout() -> None:
@@ -105,7 +81,7 @@ def handles_errors(func):
             sys.stderr.flush()
             os._exit(1)
         except CharrnnError as e:
-            _error(str(e))
+            _error(e.render(flag_name))
             raise typer.Exit(1) from None
         except BrokenPipeError:
             _quiet_stdout()
@@ -140,6 +116,11 @@ def handles_errors(func):
     return wrapper
 
 
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting named in an error message (see errors.setting_ref)."""
+    return "--" + setting.replace("_", "-")
+
+
 def _error(message: str) -> None:
     err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
 
@@ -153,11 +134,7 @@ def _print_stdout(renderable) -> None:
     sys.stdout.flush()
 
 
-def _check(value, ok: bool, message: str):
-    """Range checks Typer's min/max cannot express (open intervals, NaN); shown in Typer's usage box."""
-    if value is not None and (not math.isfinite(value) or not ok):
-        raise typer.BadParameter(f"{value} {message}")
-    return value
+_check = check_number  # open intervals and NaN, which Typer's min/max cannot express
 
 
 def _finite(value):
@@ -167,6 +144,7 @@ def _finite(value):
 # ---- train --------------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
+@with_setting_options  # one option per model and training setting (settings.py), after `out`
 def train(
     corpus: Annotated[
         str,
@@ -178,217 +156,12 @@ def train(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder \\[default: checkpoints/<corpus name>].")
     ] = None,
-    cell: Annotated[
-        Cell | None,
-        typer.Option(
-            help="Recurrent cell; peephole-lstm has no fused kernel and trains several times slower "
-            "\\[default: lstm]."
-        ),
-    ] = None,
-    input_kind: Annotated[
-        Input | None,
-        typer.Option(
-            "--input",
-            help="Character input: a learned embedding, or the one-hot vector of the original char-rnn "
-            "\\[default: embedding].",
-        ),
-    ] = None,
-    layers: Annotated[
-        int | None, typer.Option(min=1, max=64, help="Stacked recurrent layers \\[default: 2].")
-    ] = None,
-    hidden: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=65536,
-            help="Hidden units per layer \\[default: auto: 384 for budgets up to 5m, else 512; "
-            "256 for small corpora].",
-        ),
-    ] = None,
-    embedding: Annotated[
-        int | None, typer.Option(min=1, max=65536, help="Character embedding size \\[default: 64].")
-    ] = None,
-    dropout: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Dropout on the input of every layer and before the output "
-            "\\[default: auto: 0.2, or 0.3 for budgets of 20m+ or small corpora].",
-        ),
-    ] = None,
-    dropout_mode: Annotated[
-        DropoutMode | None,
-        typer.Option(
-            help="standard: a new mask every time step; locked: one mask per sequence for every layer's "
-            "input and output; variational: locked plus weight dropout on the hidden-to-hidden matrices "
-            "\\[default: standard].",
-        ),
-    ] = None,
-    recurrent_dropout: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Weight dropout on the hidden-to-hidden matrices in variational mode "
-            "\\[default: --dropout].",
-        ),
-    ] = None,
-    embedding_dropout: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Drop whole characters from the input for a window (AWD-LSTM) \\[default: 0].",
-        ),
-    ] = None,
-    weight_tying: Annotated[
-        bool,
-        typer.Option(
-            "--weight-tying",
-            help="The output layer shares the embedding matrix (needs --embedding equal to --hidden; "
-            "the embedding follows --hidden when not given).",
-        ),
-    ] = False,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            "-b",
-            min=1,
-            help="Parallel streams per batch; under torchrun, per rank (the global batch is ranks x this) "
-            "\\[default: 16].",
-        ),
-    ] = None,
-    seq_len: Annotated[
-        int | None,
-        typer.Option("--seq-len", "-t", min=1, help="Characters per window (BPTT length) \\[default: 64]."),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            callback=lambda v: _check(v, v is None or 0 < v <= 10, "must be above 0 and at most 10"),
-            help="Peak learning rate (AdamW) \\[default: auto: 0.004 up to 384 hidden units, else 0.003].",
-        ),
-    ] = None,
-    weight_decay: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=100.0,
-            callback=_finite,
-            help="AdamW weight decay (decoupled, on every parameter) "
-            "\\[default: auto: 0.1, or 0.2 for budgets of 20m+].",
-        ),
-    ] = None,
-    grad_clip: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, callback=_finite, help="Clip the global gradient norm to this (0: off) \\[default: 1]."
-        ),
-    ] = None,
-    warmup_steps: Annotated[
-        int | None, typer.Option(min=0, help="Linear learning-rate warm-up steps \\[default: 50].")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
-    epochs: Annotated[
-        float | None,
-        typer.Option(
-            callback=lambda v: _check(v, v is None or v > 0, "must be above 0"),
-            help="Stop after this many passes over the training text.",
-        ),
-    ] = None,
-    max_time: Annotated[
-        str | None,
-        typer.Option(
-            help="Stop after this wall-clock budget, e.g. 90s, 10m, 1h \\[default: 10m if no limit is given]."
-        ),
-    ] = None,
-    eval_every: Annotated[
-        int | None, typer.Option(min=1, help="Score the validation text every N steps \\[default: 500].")
-    ] = None,
-    val_fraction: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=0.5,
-            callback=_finite,
-            help="Last fraction of the text held out for validation \\[default: 0.1].",
-        ),
-    ] = None,
-    val_chars: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            callback=lambda v: _check(v, v is None or v == 0 or v >= 2, "must be 0 (all) or at least 2"),
-            help="Validation characters scored at each evaluation: the first N of the held-out text, the "
-            "same slice every time; 0 scores all of it \\[default: 250000].",
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(min=0, max=2**63 - 1, help="Random seed \\[default: 1337].")
-    ] = None,
-    device: Annotated[
-        Device | None, typer.Option(help="auto picks CUDA when present \\[default: auto].")
-    ] = None,
-    precision: Annotated[
-        Precision | None,
-        typer.Option(
-            help="auto: bf16 autocast on GPUs and on CPUs with AVX512-BF16 or AMX, else fp32 "
-            "\\[default: auto]."
-        ),
-    ] = None,
     backend: Annotated[
         Backend,
         typer.Option(
             help="Under torchrun: the process group's backend; auto is nccl on CUDA GPUs, gloo on CPUs."
         ),
     ] = Backend.auto,
-    scheduled_sampling: Annotated[
-        str | None,
-        typer.Option(
-            help="Feed the model's own sampled guess instead of the true previous character with this "
-            "probability: P, or START:END rising linearly over the run (e.g. 0:0.25). Steps through "
-            "time one character at a time: several times slower.",
-        ),
-    ] = None,
-    log_grad_norms: Annotated[
-        bool,
-        typer.Option(
-            "--log-grad-norms",
-            help="Record the gradient norm reaching each time step of the window at every evaluation "
-            "(grad_norms.jsonl) and show how far back it reaches.",
-        ),
-    ] = False,
-    ema: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            callback=lambda v: _check(v, v is None or v < 1, "must be at least 0 and below 1"),
-            help="Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), "
-            "score it beside the weights at every evaluation and save it as best.pt when it scores better "
-            "(0: off) \\[default: 0].",
-        ),
-    ] = None,
-    sample_every: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="After every N-th evaluation, write a short sample above the progress bar and to "
-            "samples.jsonl in the run folder, to watch the text improve (0: never) \\[default: 0].",
-        ),
-    ] = None,
-    sample_length: Annotated[
-        int | None, typer.Option(min=1, max=100_000, help="Characters per live sample \\[default: 200].")
-    ] = None,
-    sample_temperature: Annotated[
-        float | None,
-        typer.Option(min=0.0, callback=_finite, help="Temperature of the live samples \\[default: 0.8]."),
-    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from this checkpoint (.pt, or a run folder's last.pt).")
     ] = None,
@@ -423,6 +196,7 @@ def train(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    settings: dict | None = None,
 ) -> None:
     """Train a character model on a text and write checkpoints to its run folder.
 
@@ -452,41 +226,7 @@ def train(
         include=include or [],
         exclude=exclude or [],
         quiet=quiet,
-        model={
-            "cell": cell.value if cell else None,
-            "layers": layers,
-            "hidden": hidden,
-            "embedding": embedding,
-            "dropout": dropout,
-            "input": input_kind.value if input_kind else None,
-            "dropout_mode": dropout_mode.value if dropout_mode else None,
-            "recurrent_dropout": recurrent_dropout,
-            "embedding_dropout": embedding_dropout,
-            "weight_tying": True if weight_tying else None,
-        },
-        train={
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "grad_clip": grad_clip,
-            "warmup_steps": warmup_steps,
-            "max_steps": max_steps,
-            "epochs": epochs,
-            "max_time": max_time,
-            "eval_every": eval_every,
-            "val_fraction": val_fraction,
-            "val_chars": val_chars,
-            "seed": seed,
-            "device": device.value if device else None,
-            "precision": precision.value if precision else None,
-            "scheduled_sampling": scheduled_sampling,
-            "log_grad_norms": True if log_grad_norms else None,
-            "ema": ema,
-            "sample_every": sample_every,
-            "sample_length": sample_length,
-            "sample_temperature": sample_temperature,
-        },
+        settings=settings or {},
     )
     status = run_training(request, err)
     if status:
@@ -586,7 +326,7 @@ def sample(
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
     from charrnn.corpus import decode_bytes, read_input_bytes
     from charrnn.device import pick_device
-    from charrnn.sample import SamplingConfig, encode_prime, generate
+    from charrnn.sample import SamplingConfig, check_prime, write_samples
 
     dev = pick_device(device.value)
     echo = True
@@ -607,7 +347,7 @@ def sample(
         )
     blob = load_checkpoint(checkpoint)
     model, vocab = model_from_checkpoint(blob, dev)
-    prime = encode_prime(vocab, prime or "", drop_unknown)
+    prime = check_prime(vocab, prime or "", drop_unknown)
     if adapt:
         model = _adapt_to_prime(model, vocab, prime, adapt_lr, dev)
     config = SamplingConfig(
@@ -619,34 +359,17 @@ def sample(
         raise CharrnnError(
             f"--separator {separator!r} has a broken backslash escape; write \\\\ for a backslash"
         ) from None
-    out = sys.stdout
-    shown_prime = prime if echo else ""
-    out.write(shown_prime)
-    out.flush()
-    decoders = [vocab.decoder() for _ in range(num_samples)]  # bytes become text as characters complete
-    others: list[list[str]] = [[] for _ in range(num_samples - 1)]
-    for ids in generate(model, vocab, prime, config, dev, quantize.value):
-        row = ids.tolist()
-        piece = decoders[0].feed(row[0])
-        if piece:
-            out.write(piece)
-            out.flush()
-        for buffer, decoder, i in zip(others, decoders[1:], row[1:], strict=True):
-            buffer.append(decoder.feed(i))
-    out.write(decoders[0].flush())
-    for buffer, decoder in zip(others, decoders[1:], strict=True):
-        out.write(sep + shown_prime + "".join(buffer) + decoder.flush())
-    out.write("\n")
-    out.flush()
+    write_samples(sys.stdout, model, vocab, prime, config, dev, quantize.value, sep, echo)
 
 
 def _adapt_to_prime(model, vocab, prime: str, lr: float, dev):
     """The model after dynamic evaluation over the prime (see dynamic.py); says on stderr what it learned."""
     from charrnn.dynamic import DynamicConfig, dynamic_sums
+    from charrnn.errors import BadInput
 
-    ids = vocab.encode(prime)
+    ids = vocab.encode(prime)  # a byte a symbol for most vocabularies; read segment by segment
     if ids.numel() < 2:
-        raise CharrnnError("--adapt learns from the prime: give a prime of at least 2 characters")
+        raise BadInput("--adapt learns from the prime: give a prime of at least 2 characters")
     total, count, adapted = dynamic_sums(model, ids, dev, DynamicConfig(lr=lr))
     err.print(
         f"adapted to the prime ({count:,} {vocab.unit}s, {total / count:.3f} nats each while reading it)",
@@ -759,7 +482,7 @@ def evaluate(
         from charrnn.quantize import SteppedModel, make_stepper
 
         scorer = SteppedModel(job.model, make_stepper(job.model, quantize.value))
-    score, blob = job.score(scorer), job.blob
+    score = job.score(scorer)
     if show or html is not None:
         _views(job, score, text, show, html, max_chars)
     adapted = None  # the dynamic score
@@ -778,7 +501,7 @@ def evaluate(
             disable=not sys.stderr.isatty(),
         ) as bar:
             adapted = dynamic_score(job.model, job.ids, job.device, config, on_progress=bar.update)
-    result = {"checkpoint": blob["path"], "text": text, **score.to_dict(), "quantize": quantize.value}
+    result = {"checkpoint": str(job.checkpoint.path), "text": text, **score.to_dict(), "quantize": quantize.value}
     if score.unit == "byte":
         result["bpb"] = score.bpc
     if adapted is not None:
@@ -793,7 +516,7 @@ def evaluate(
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
         return
-    table = Table(title=f"{text} scored by {blob['path']}", title_justify="left")
+    table = Table(title=f"{text} scored by {job.checkpoint.path}", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
     short = short_unit(score.unit)
@@ -840,7 +563,7 @@ def _views(job, score, text_name: str, show: bool, html: Path | None, max_chars:
     cfg = job.model.config
     line = (
         f"{cfg.cell} {cfg.layers}x{cfg.hidden} ({count_parameters(job.model):,} parameters), "
-        f"{job.blob['path']}: {score.bpc:.4f} bits per {unit} over {score.chars:,} {unit}s"
+        f"{job.checkpoint.path}: {score.bpc:.4f} bits per {unit} over {score.chars:,} {unit}s"
         f"{'' if not job.unknown else f' ({job.unknown:,} unknown characters skipped)'}; "
         f"shown: {mean_bits:.4f} bits per {unit} over {trace.scored:,}"
     )
@@ -851,7 +574,7 @@ def _views(job, score, text_name: str, show: bool, html: Path | None, max_chars:
     if html is not None:
         from charrnn.page import write_page
 
-        summary = {"title": f"{text_name} read by {Path(job.blob['path']).name}", "line": line, "cap": cap}
+        summary = {"title": f"{text_name} read by {job.checkpoint.path.name}", "line": line, "cap": cap}
         write_page(html, trace, job.vocab.chars, summary, f"charrnn: {text_name}")
         err.print(f"wrote {html}", markup=False, highlight=False)
 

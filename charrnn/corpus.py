@@ -8,31 +8,35 @@ grow with the corpus, and the corpus fingerprint that --resume checks comes from
 The cache entry is named by the files' resolved paths, sizes and modification times, a hash of a single
 file's first and last MiB, and the encoding, lossy and level settings: a changed file is a new entry. A
 damaged entry is reported in one line and rebuilt. With no writable cache folder (or a full disk) the
-token file goes to a temporary folder instead and is deleted once mapped. Standard input is spooled to a
-temporary file first, then encoded the same way.
+token file goes to a temporary file with no name instead. Standard input, a pipe or a device is spooled to
+a temporary file with no name first (nothing is left behind, even by kill -9), checked as it is copied
+(refused at the first chunk that is not text) and stopped while a margin of the disk is free
+(paths.SpaceGuard), then encoded the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
+import io
 import os
-import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from charrnn.errors import CharrnnError
-from charrnn.paths import cache_dir
+from charrnn.errors import CharrnnError, NoSpace
+from charrnn.paths import SpaceGuard, cache_dir
 from charrnn.sources import FILE_SEPARATOR, CorpusSource, find_source
 from charrnn.textstream import (
     ENCODING_HINT,
@@ -41,11 +45,12 @@ from charrnn.textstream import (
     SymbolCounter,
     check_encoding,
     codepoints,
+    decode_chunks,
     describe_bad_bytes,
     looks_binary,
     open_input,
     raw_bytes,
-    read_chunks,
+    stream_chunks,
 )
 from charrnn.tokens import (
     DamagedTokenFile,
@@ -54,11 +59,13 @@ from charrnn.tokens import (
     open_token_file,
     read_header,
     write_token_file,
+    write_tokens,
 )
 from charrnn.vocab import LEVELS, Vocabulary, numpy_id_dtype
 
 CACHE_VERSION = 2  # 2: token files (version 1 kept torch-saved tensors in encoded/)
 Report = Callable[[str], None]
+Stream = io.RawIOBase | io.BufferedIOBase
 
 
 @dataclass
@@ -180,25 +187,28 @@ def load_corpus(
                 raise CharrnnError(
                     "--include and --exclude filter folder and glob corpora, not standard input"
                 )
-            with _spooled(sys.stdin.buffer) as spooled:
-                source = CorpusSource(
-                    "stdin", "standard input", [spooled], stats=[(spooled.stat().st_size, 0)]
-                )
-                tokens = _encode_to_temporary(source, encoding, lossy, level)
+            tokens = _read_once(sys.stdin.buffer, "standard input", encoding, lossy, level)
             return _corpus(name or "stdin", tokens, report)
         source = find_source(spec, include, exclude)
         corpus_name = name or (
             Path(str(spec)).stem if source.kind in ("file", "stream") else _folder_name(source)
         )
         if source.kind == "stream":  # a pipe or device (`<(...)`): read once, like standard input
-            with open_input(source.files[0], source.label) as stream, _spooled(stream) as spooled:
-                source = CorpusSource("stdin", source.label, [spooled], stats=[(spooled.stat().st_size, 0)])
-                tokens = _encode_to_temporary(source, encoding, lossy, level)
+            with open_input(source.files[0], source.label) as stream:
+                tokens = _read_once(stream, source.label, encoding, lossy, level)
             return _corpus(corpus_name, tokens, report)
         return _cached_corpus(source, corpus_name, encoding, lossy, level, use_cache, report)
 
 
 load_text_file = load_corpus  # the name earlier releases documented
+
+
+def _read_once(stream: Stream, label: str, encoding: str, lossy: bool, level: str) -> TokenFile:
+    """A stream that can be read only once: spooled (and checked on the way), then encoded from the spool
+    in the usual two passes into a temporary token file."""
+    with _spooled(stream, label, level, encoding, lossy) as fd:
+        source = CorpusSource("stdin", label, [fd], stats=[(os.fstat(fd).st_size, 0)])
+        return _encode_to_temporary(source, encoding, lossy, level)
 
 
 def _cached_corpus(
@@ -282,21 +292,26 @@ def _corpus(name: str, tokens: TokenFile, report: Report, cached: bool = False) 
 
 
 def _encode_to_temporary(source: CorpusSource, encoding: str, lossy: bool, level: str) -> TokenFile:
-    """Encode into a token file in the system's temporary folder, map it and delete the file."""
-    folder = None
+    """Encode into a token file with no name in the system's temporary folder and map it: the mapping
+    holds its space, which goes with the mapping (or the process, however it ends). For a spooled stream,
+    whose size nobody chose, the writing stops while a margin of the disk is free."""
+    folder = Path(tempfile.gettempdir())
+    guard = SpaceGuard(folder, f"writing the encoded {source.label}") if source.kind == "stdin" else None
     try:
-        folder = Path(tempfile.mkdtemp(prefix="charrnn-"))
-        path = folder / "corpus.tok"
-        _encode(source, encoding, lossy, level, path, "")
-        return open_token_file(path, verify=False)  # the mapping outlives the deleted file
+        with tempfile.TemporaryFile(prefix="charrnn-", suffix=".tok") as out:
+            _encode(source, encoding, lossy, level, out, "", guard)
+            return open_token_file(out.fileno(), verify=False)  # the mapping outlives the descriptor
     except OSError as e:
-        raise CharrnnError(
-            f"cannot write the encoded corpus to {tempfile.gettempdir()} ({e.strerror or e}); free some "
-            "space or set CHARRNN_CACHE_DIR (or TMPDIR) to a writable folder"
+        raise _write_error(
+            e,
+            f"cannot write the encoded corpus to {folder} ({e.strerror or e}); free some "
+            "space or set CHARRNN_CACHE_DIR (or TMPDIR) to a writable folder",
         ) from None
-    finally:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_error(error: OSError, message: str) -> CharrnnError:
+    """NoSpace for a full disk or quota, else CharrnnError: a caller tells them apart by type."""
+    return (NoSpace if error.errno in (errno.ENOSPC, errno.EDQUOT) else CharrnnError)(message)
 
 
 def _scan(source: CorpusSource, encoding: str, lossy: bool, level: str):
@@ -342,8 +357,17 @@ def _scan(source: CorpusSource, encoding: str, lossy: bool, level: str):
 _SEPARATOR = np.frombuffer(FILE_SEPARATOR.encode("ascii"), dtype=np.uint8)
 
 
-def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: Path, identity: str) -> None:
-    """The two passes: count the symbols (the vocabulary), then write the ids to the token file `dest`."""
+def _encode(
+    source: CorpusSource,
+    encoding: str,
+    lossy: bool,
+    level: str,
+    dest: Path | BinaryIO,
+    identity: str,
+    guard: SpaceGuard | None = None,
+) -> None:
+    """The two passes: count the symbols (the vocabulary), then write the ids to the token file `dest` (a
+    path, replaced atomically, or an open file with no name), bounded by `guard` when there is one."""
     kept, skipped, counter = _scan(source, encoding, lossy, level)
     n_skipped = sum(len(v) for v in skipped.values())
     why = ", ".join(f"{len(v)} {reason}" for reason, v in skipped.items())
@@ -383,8 +407,12 @@ def _encode(source: CorpusSource, encoding: str, lossy: bool, level: str, dest: 
         if mapper is not None and mapper.unknown:
             raise ValueError("new characters appeared")
 
+    chunks = ids() if guard is None else guard.watch(ids(), numpy_id_dtype(len(vocab)).itemsize)
     try:
-        write_token_file(dest, vocab, count, ids(), info)
+        if isinstance(dest, Path):
+            write_token_file(dest, vocab, count, chunks, info)
+        else:
+            write_tokens(dest, vocab, count, chunks, info)
     except (ValueError, NotText) as e:
         raise CharrnnError(
             f"{source.label} changed while it was being encoded ({e}); run the command again"
@@ -416,23 +444,38 @@ def _terminate_cleanly() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _spooled(stream) -> Iterator[Path]:
-    """A stream (standard input, a pipe) copied chunk by chunk into a temporary file, deleted afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="charrnn-stdin-"))
+def _spooled(stream: Stream, label: str, level: str, encoding: str, lossy: bool) -> Iterator[int]:
+    """A stream (standard input, a pipe, a device) copied chunk by chunk into a temporary file with no
+    name, yielded as its open descriptor: nothing is left to remove however the process ends, and its
+    space is freed when the descriptor closes. The copy is checked as it goes, so an endless or binary
+    source cannot fill the disk: at the char level the first chunk that is not text (a bad byte, a NUL
+    near the start unless lossy) is refused with its offset, and at any level the copy stops while a
+    margin of the disk is free (SpaceGuard)."""
+    folder = Path(tempfile.gettempdir())
+    failed = f"cannot copy {label} to {folder}"
     try:
-        path = folder / "stdin"
+        spool = tempfile.TemporaryFile(prefix="charrnn-stdin-")  # noqa: SIM115 - closed by the `with` below
+    except OSError as e:
+        raise _write_error(e, f"{failed} ({e.strerror or e}); set TMPDIR to a writable folder") from None
+    with spool:
+        copied = _copy(stream_chunks(stream, label), spool, SpaceGuard(folder, f"copying {label}"))
         try:
-            with open(path, "wb") as out:
-                for chunk in read_chunks(stream):
-                    out.write(chunk)
+            for _ in copied if level == "byte" else decode_chunks(copied, encoding, lossy, label):
+                pass
+            spool.flush()
         except OSError as e:
-            raise CharrnnError(
-                f"cannot copy the input to {tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a "
-                "folder with free space"
+            raise _write_error(
+                e, f"{failed} ({e.strerror or e}); set TMPDIR to a folder with free space"
             ) from None
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        yield spool.fileno()
+
+
+def _copy(chunks: Iterable[memoryview], out: BinaryIO, guard: SpaceGuard) -> Iterator[memoryview]:
+    """Each chunk written to `out` (counted by `guard`) and passed on, to be checked before the next."""
+    for chunk in chunks:
+        out.write(chunk)
+        guard.wrote(len(chunk))
+        yield chunk
 
 
 def encode_with_vocab(
@@ -446,33 +489,59 @@ def encode_with_vocab(
     characters were outside it (dropped). Streams the text: memory does not grow with it.
 
     At the byte level the file's bytes are the ids, mapped directly; otherwise the ids go to an unnamed
-    temporary file that disappears when the mapping does. Pipes are copied to a temporary file first.
+    temporary file that disappears when the mapping does. Standard input, pipes and devices are read once:
+    decoded as they are read (refused at the first chunk that is not text), or at the byte level spooled
+    (`_spooled`); either way the temporary file stops growing while a margin of the disk is free.
     """
     with _terminate_cleanly():
         if str(spec) == "-":
-            with _spooled(sys.stdin.buffer) as spooled:
-                return encode_with_vocab(spooled, vocab, encoding, lossy, "standard input")
+            return _encode_stream(sys.stdin.buffer, vocab, encoding, lossy, label or "standard input")
         path = Path(spec)
         label = label or str(spec)
         if path.exists() and not path.is_file() and not path.is_dir():  # a pipe or device
-            with open_input(path, label) as stream, _spooled(stream) as spooled:
-                return encode_with_vocab(spooled, vocab, encoding, lossy, label)
+            with open_input(path, label) as stream:
+                return _encode_stream(stream, vocab, encoding, lossy, label)
         if vocab.is_bytes:
             with open_input(path, label) as f:
                 return map_ids(f.fileno(), np.dtype(np.uint8), 0, os.fstat(f.fileno()).st_size), 0
-        mapper = IdMapper(vocab)
-        dtype = numpy_id_dtype(len(vocab))
-        try:
-            with tempfile.TemporaryFile(prefix="charrnn-ids-") as out:
-                count = 0
-                for points in codepoints(path, encoding, lossy, label):
-                    ids = mapper(points).astype(dtype)
-                    out.write(ids)
-                    count += ids.size
-                out.flush()
-                return map_ids(out.fileno(), dtype, 0, count), mapper.unknown
-        except OSError as e:
-            raise CharrnnError(
-                f"cannot write the encoded text to {tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR "
-                "to a folder with free space"
-            ) from None
+        return _ids_file(codepoints(path, encoding, lossy, label), vocab, label)  # as big as the file
+
+
+def _encode_stream(
+    stream: Stream, vocab: Vocabulary, encoding: str, lossy: bool, label: str
+) -> tuple[torch.Tensor, int]:
+    """A stream's ids with a fixed vocabulary: at the byte level its bytes are the ids, so it is spooled
+    and mapped; otherwise the vocabulary is known, so it is decoded as it is read, with no spool."""
+    if vocab.is_bytes:
+        with _spooled(stream, label, "byte", encoding, lossy) as fd:
+            return map_ids(fd, np.dtype(np.uint8), 0, os.fstat(fd).st_size), 0
+    points = decode_chunks(stream_chunks(stream, label), encoding, lossy, label)
+    return _ids_file(points, vocab, label, guarded=True)
+
+
+def _ids_file(
+    points: Iterable[np.ndarray], vocab: Vocabulary, label: str, guarded: bool = False
+) -> tuple[torch.Tensor, int]:
+    """Code points as ids of `vocab` in an unnamed temporary file, memory-mapped, and the count of those
+    outside it (dropped). `guarded` (a stream's): the file stops growing while a margin of the disk is
+    free."""
+    mapper = IdMapper(vocab)
+    dtype = numpy_id_dtype(len(vocab))
+    folder = Path(tempfile.gettempdir())
+    guard = SpaceGuard(folder, f"writing the encoded {label}") if guarded else None
+    try:
+        with tempfile.TemporaryFile(prefix="charrnn-ids-") as out:
+            count = 0
+            for points_chunk in points:
+                ids = mapper(points_chunk).astype(dtype)
+                out.write(ids)
+                count += ids.size
+                if guard is not None:
+                    guard.wrote(ids.nbytes)
+            out.flush()
+            return map_ids(out.fileno(), dtype, 0, count), mapper.unknown
+    except OSError as e:
+        reason = e.strerror or e
+        raise _write_error(
+            e, f"cannot write the encoded text to {folder} ({reason}); set TMPDIR to a folder with free space"
+        ) from None

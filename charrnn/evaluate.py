@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.corpus import check_level, encode_with_vocab
 from charrnn.device import pick_device
 from charrnn.errors import CharrnnError
@@ -191,7 +191,7 @@ class ScoringJob:
 
     model: CharRNN
     vocab: object  # Vocabulary
-    blob: dict
+    checkpoint: Checkpoint
     ids: torch.Tensor  # 1-D, memory-mapped from a temporary file
     unknown: int
     device: torch.device
@@ -210,17 +210,17 @@ def prepare_scoring(
     """Load a checkpoint and stream a file (or '-' for stdin) into ids on disk (see
     `corpus.encode_with_vocab`), so a file of any size is scored through a memory map in constant memory."""
     dev = pick_device(device)
-    blob = load_checkpoint(checkpoint)
-    model, vocab = model_from_checkpoint(blob, dev)
+    loaded = load_checkpoint(checkpoint)
+    model, vocab = loaded.build_model(dev), loaded.vocab
     check_level(vocab.level, encoding, lossy)
     ids, unknown = encode_with_vocab(text_path, vocab, encoding or "utf-8", lossy)
     _check_scorable(ids.numel(), unknown, vocab.unit)
-    return ScoringJob(model, vocab, blob, ids, unknown, dev)
+    return ScoringJob(model, vocab, loaded, ids, unknown, dev)
 
 
 def score_text_file(
     checkpoint, text_path: str, device: str = "auto", encoding: str | None = None, lossy: bool = False
 ):
-    """Load a checkpoint and score a file (or '-' for stdin) with it: (Score, checkpoint dict)."""
+    """Load a checkpoint and score a file (or '-' for stdin) with it: (Score, Checkpoint)."""
     job = prepare_scoring(checkpoint, text_path, device, encoding, lossy)
-    return job.score(), job.blob
+    return job.score(), job.checkpoint

@@ -8,58 +8,21 @@ has no level, corpus or history): those show as unknown rather than failing.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.checkpoint import model_from_checkpoint
+from charrnn.checkpoint import FORMAT, Checkpoint
 from charrnn.config import format_duration
 from charrnn.evaluate import LN2
 from charrnn.model import count_parameters
+from charrnn.settings import reproduce_flags
 from charrnn.vocab import short_unit
 
 VOCAB_SHOWN = 2000  # characters of a huge vocabulary listed in the panel (--json has all)
 NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
-# checkpoint settings -> the `charrnn train` flag that sets them (settings without a flag are left out)
-MODEL_FLAGS = {
-    "cell": "--cell",
-    "input": "--input",
-    "layers": "--layers",
-    "hidden": "--hidden",
-    "embedding": "--embedding",
-    "dropout": "--dropout",
-    "dropout_mode": "--dropout-mode",
-    "recurrent_dropout": "--recurrent-dropout",
-    "embedding_dropout": "--embedding-dropout",
-    "weight_tying": "--weight-tying",
-}
-TRAIN_FLAGS = {
-    "batch_size": "--batch-size",
-    "seq_len": "--seq-len",
-    "lr": "--lr",
-    "weight_decay": "--weight-decay",
-    "grad_clip": "--grad-clip",
-    "warmup_steps": "--warmup-steps",
-    "max_steps": "--max-steps",
-    "epochs": "--epochs",
-    "max_time": "--max-time",
-    "eval_every": "--eval-every",
-    "val_fraction": "--val-fraction",
-    "val_chars": "--val-chars",
-    "seed": "--seed",
-    "device": "--device",
-    "precision": "--precision",
-    "scheduled_sampling": "--scheduled-sampling",
-    "log_grad_norms": "--log-grad-norms",
-    "ema": "--ema",
-    "sample_every": "--sample-every",
-    "sample_length": "--sample-length",
-    "sample_temperature": "--sample-temperature",
-}
 
 
 def escape_char(c: str) -> str:
@@ -82,50 +45,21 @@ def _finite(value) -> float | None:
     return value
 
 
-def _flag_value(name: str, value) -> str:
-    if name == "max_time":
-        return f"{value:g}s"
-    if name == "scheduled_sampling" and isinstance(value, list | tuple):
-        return ":".join(f"{v:g}" for v in value)
-    if name == "val_chars" and value is None:
-        return "0"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def train_flags(model_config: dict, train_config: dict, level: str | None) -> list[str]:
-    """The `charrnn train` flags that rebuild this run's settings (after the automatic choices)."""
-    flags: list[str] = []
-    for settings, table in ((model_config, MODEL_FLAGS), (train_config, TRAIN_FLAGS)):
-        for name, flag in table.items():
-            value = settings.get(name)
-            if name == "val_chars" and name in settings and value is None:
-                flags += [flag, "0"]  # None there means all of the held-out text
-            elif value is None or value is False:
-                continue
-            elif value is True:
-                flags.append(flag)
-            else:
-                flags += [flag, _flag_value(name, value)]
-    if level:
-        flags += ["--level", level]
-    return flags
-
-
-def checkpoint_info(blob: dict) -> dict:
+def checkpoint_info(checkpoint: Checkpoint) -> dict:
     """Everything `charrnn info` reports about a loaded checkpoint, as JSON-ready values."""
-    path = Path(blob["path"])
-    model, vocab = model_from_checkpoint(blob)
-    model_config = dict(blob["model_config"])
-    train_config = dict(blob.get("train_config") or {})
-    progress = blob.get("progress") or {}
-    history = blob.get("history") or []
-    corpus = blob.get("corpus") or {}
-    level = blob.get("level", "char")
-    step = progress.get("step")
+    path = checkpoint.path
+    model = checkpoint.build_model()
+    vocab = checkpoint.vocab
+    model_config = checkpoint.model_config.to_dict()
+    train_config = checkpoint.train_config.to_dict() if checkpoint.train_config else {}
+    progress = checkpoint.progress
+    history = checkpoint.history
+    corpus = checkpoint.corpus
+    step = progress.step if progress else None
     # the fractional epoch is logged at each evaluation; the checkpoint is written at one
     last = history[-1] if history and isinstance(history[-1], dict) else {}
-    epochs = last.get("epoch") if last.get("step") == step else progress.get("epoch")
-    best = _finite(progress.get("best_val"))
+    epochs = last.get("epoch") if last.get("step") == step else (progress.epoch if progress else None)
+    best = _finite(progress.best_val) if progress else None
     try:
         size = path.stat().st_size
     except OSError:
@@ -133,31 +67,29 @@ def checkpoint_info(blob: dict) -> dict:
     return {
         "checkpoint": str(path),
         "file_size": size,
-        "format": blob.get("format"),
-        "format_version": blob.get("file_version", blob.get("version")),
-        "resumable": all(key in blob for key in ("optimizer", "train_config", "progress")),
+        "format": FORMAT,
+        "format_version": checkpoint.file_version,
+        "resumable": checkpoint.training is not None,
         "cell": model_config.get("cell"),
         "layers": model_config.get("layers"),
         "hidden": model_config.get("hidden"),
         "embedding": model_config.get("embedding"),
         "input": model_config.get("input", "embedding"),
         "parameters": count_parameters(model),
-        "level": level,
+        "level": checkpoint.level,
         "vocab_size": len(vocab),
         "vocab": vocab.to_list(),
-        "corpus": {
-            "name": corpus.get("name"),
-            "size": corpus.get("chars"),
-            "sha256": corpus.get("sha256"),
-        },
+        "corpus": {"name": corpus.name, "size": corpus.chars, "sha256": corpus.sha256},
         "steps": step,
         "epochs": epochs,
-        "training_time": _finite(progress.get("elapsed")),
-        "evaluation_time": _finite(progress.get("eval_time")),
+        "training_time": _finite(progress.elapsed) if progress else None,
+        "evaluation_time": _finite(progress.eval_time) if progress else None,
         "best_val_loss": best,
         "best_val_bpc": best / LN2 if best is not None else None,
         "evaluations": len(history),
-        "flags": train_flags(model_config, train_config, blob.get("level")),
+        "flags": reproduce_flags(
+            model_config, train_config, checkpoint.level if checkpoint.file_version > 1 else None
+        ),
         "model_config": model_config,
         "train_config": train_config,
     }

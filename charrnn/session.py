@@ -8,43 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from charrnn.batching import fit_batch_size
-from charrnn.checkpoint import load_checkpoint
-from charrnn.config import TrainConfig, auto_settings, format_duration, parse_duration
+from charrnn.checkpoint import Checkpoint, load_checkpoint
+from charrnn.config import TrainConfig, format_duration
 from charrnn.corpus import Corpus, load_corpus
 from charrnn.device import pick_device
 from charrnn.diagnostics import summarise
 from charrnn.distributed import Ranks
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadInput, BadSetting, OutOfMemory, setting_ref
 from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
 from charrnn.named_corpora import resolve
-from charrnn.runlock import run_lock
-from charrnn.scheduled import parse_schedule
-from charrnn.train import Trainer, TrainResult
+from charrnn.runfolder import RunFolder
+from charrnn.settings import Settings, resolve_settings
+from charrnn.train import Event, LimitReport, SampleReport, StepReport, Trainer, TrainResult
 from charrnn.vocab import short_unit
 
-# Settings that define the model or the data stream: a resumed run must keep them.
-FIXED_ON_RESUME = {
-    "cell": "--cell",
-    "input": "--input",
-    "weight_tying": "--weight-tying",
-    "layers": "--layers",
-    "hidden": "--hidden",
-    "embedding": "--embedding",
-    "batch_size": "--batch-size",
-    "seq_len": "--seq-len",
-    "val_fraction": "--val-fraction",
-    "seed": "--seed",
-}
-CHANGEABLE_MODEL_SETTINGS = ("dropout", "dropout_mode", "recurrent_dropout", "embedding_dropout")
 SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -61,100 +49,35 @@ class TrainRequest:
     exclude: list[str] = field(default_factory=list)
     backend: str = "auto"  # distributed runs: nccl on CUDA, gloo on CPUs
     quiet: bool = False
-    model: dict = field(
-        default_factory=dict
-    )  # ModelConfig fields given on the command line (None: not given)
-    train: dict = field(
-        default_factory=dict
-    )  # TrainConfig fields given on the command line (None: not given)
+    settings: dict = field(default_factory=dict)  # model and training settings given (None: not given)
 
 
-def _given(d: dict) -> dict:
-    return {k: v for k, v in d.items() if v is not None}
+def settle_configs(request: TrainRequest, corpus: Corpus, resume: Checkpoint | None) -> Settings:
+    """The model and training settings for this run (see settings.resolve_settings); a resume must also
+    be on the text it was trained on."""
+    if resume is not None:
+        _check_same_corpus(corpus, resume)
+    return resolve_settings(len(corpus), len(corpus.vocab), request.settings, resume=resume)
 
 
-def settle_configs(
-    request: TrainRequest, corpus: Corpus, blob: dict | None
-) -> tuple[ModelConfig, TrainConfig, list[str]]:
-    """The model and training settings for this run, and notes on what a resume changed."""
-    model_flags, train_flags = _given(request.model), _given(request.train)
-    if "max_time" in train_flags:
-        train_flags["max_time"] = parse_duration(str(train_flags["max_time"]))
-    if "scheduled_sampling" in train_flags:
-        train_flags["scheduled_sampling"] = parse_schedule(str(train_flags["scheduled_sampling"])).to_list()
-    if blob is None:
-        config = TrainConfig(**train_flags).with_default_limit()
-        n_train = len(corpus) - int(len(corpus) * config.val_fraction)
-        for key, value in auto_settings(n_train, config.max_time).items():
-            if key in ModelConfig.__dataclass_fields__:
-                model_flags.setdefault(key, value)
-            elif key not in train_flags:
-                setattr(config, key, value)
-        _settle_input_size(model_flags, len(corpus.vocab))
-        model = ModelConfig(vocab_size=len(corpus.vocab), **model_flags)
-        model.check()
-        return model, config, []
-
-    model = ModelConfig.from_dict(blob["model_config"])
-    old = TrainConfig.from_dict(blob["train_config"])
-    for key, value in {**model_flags, **train_flags}.items():
-        flag = FIXED_ON_RESUME.get(key)
-        if flag is None:
-            continue
-        before = getattr(model, key, None) if hasattr(model, key) else getattr(old, key)
-        if before != value:
-            raise CharrnnError(
-                f"{flag} {value} contradicts the checkpoint ({flag} {before}); drop the flag to resume, "
-                "or start a new run without --resume"
-            )
-    notes = []
-    for key in CHANGEABLE_MODEL_SETTINGS:  # regularisers act only in training: they may change
-        if key in model_flags and model_flags[key] != getattr(model, key):
-            notes.append(f"--{key.replace('_', '-')} {getattr(model, key)} -> {model_flags[key]}")
-            setattr(model, key, model_flags[key])
-    config = TrainConfig.from_dict(old.to_dict())
-    if any(k in train_flags for k in ("max_steps", "epochs", "max_time")):
-        config.max_steps = config.epochs = config.max_time = None  # new limits replace the old ones
-    for key, value in train_flags.items():
-        if key in FIXED_ON_RESUME:
-            continue
-        if getattr(old, key) != value:
-            notes.append(f"--{key.replace('_', '-')} {getattr(old, key)} -> {value}")
-        setattr(config, key, value)
-    saved = blob.get("corpus", {})
-    if corpus.vocab.to_list() == list(blob["vocab"]) and saved.get("sha256") not in (
-        None,
-        corpus.fingerprint,
-    ):
-        raise CharrnnError(
+def _check_same_corpus(corpus: Corpus, resume: Checkpoint) -> None:
+    saved = resume.corpus
+    if corpus.vocab == resume.vocab and saved.sha256 not in (None, corpus.fingerprint):
+        raise BadInput(
             f"the corpus is not the text this run was trained on ({len(corpus):,} {corpus.vocab.unit}s here, "
-            f"{saved.get('chars', 0):,} in the checkpoint, different content); resume on the same corpus"
+            f"{saved.chars or 0:,} in the checkpoint, different content); resume on the same corpus"
         )
-    if corpus.vocab.to_list() != list(blob["vocab"]):
-        theirs, ours = set(blob["vocab"]), set(corpus.vocab.chars)
+    if corpus.vocab.to_list() != resume.vocab.to_list():
+        theirs, ours = set(resume.vocab.chars), set(corpus.vocab.chars)
         extra = sorted(ours - theirs)
         detail = (
             f"it has characters the checkpoint lacks: {' '.join(map(repr, extra[:10]))}"
             if extra
             else (f"its {len(ours)} characters differ from the checkpoint's {len(theirs)}")
         )
-        raise CharrnnError(
+        raise BadInput(
             f"the corpus does not match the checkpoint's vocabulary ({detail}); resume on the same corpus"
         )
-    return model, config, notes
-
-
-def _settle_input_size(model_flags: dict, vocab_size: int) -> None:
-    """One-hot input has the vocabulary's size; tied weights default the embedding to the hidden size."""
-    if model_flags.get("input") == "onehot":
-        if "embedding" in model_flags:
-            raise CharrnnError(
-                "--embedding sets the size of a learned embedding; --input onehot has none (its size is the "
-                "vocabulary's): drop one of the two flags"
-            )
-        model_flags["embedding"] = vocab_size
-    elif model_flags.get("weight_tying") and "embedding" not in model_flags:
-        model_flags["embedding"] = model_flags["hidden"]
 
 
 def run_training(request: TrainRequest, console: Console) -> int:
@@ -170,31 +93,31 @@ def run_training(request: TrainRequest, console: Console) -> int:
     return status
 
 
-def _join(request: TrainRequest, blob: dict | None, ranks: Ranks) -> None:
+def _join(request: TrainRequest, resume: Checkpoint | None, ranks: Ranks) -> None:
     """Join the other ranks (nothing without torchrun), on the device this rank will train on."""
-    requested = request.train.get("device") or (blob or {}).get("train_config", {}).get("device", "auto")
-    device = pick_device(requested, ranks.local_rank, ranks.local_world_size)
+    saved = resume.train_config.device if resume is not None else "auto"
+    device = pick_device(request.settings.get("device") or saved, ranks.local_rank, ranks.local_world_size)
     ranks.join(device, request.backend)
-    if ranks.distributed and request.train.get("scheduled_sampling"):
-        raise CharrnnError(
+    if ranks.distributed and request.settings.get("scheduled_sampling"):
+        raise BadSetting(
             "--scheduled-sampling steps through time outside DistributedDataParallel's gradient hooks; "
             "it trains in one process only (drop torchrun or the flag)"
         )
 
 
 def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> int:
-    blob = load_checkpoint(request.resume, for_resume=True) if request.resume else None
-    _join(request, blob, ranks)
-    level = _settle_level(request.level, blob)
+    resume = load_checkpoint(request.resume, for_resume=True) if request.resume else None
+    _join(request, resume, ranks)
+    level = _settle_level(request.level, resume)
     path, name = resolve(request.corpus)
     if request.out is not None:
-        run_dir = Path(request.out)
-    elif blob is not None:
-        run_dir = Path(blob["path"]).parent
+        folder = RunFolder(request.out)
+    elif resume is not None:
+        folder = RunFolder(resume.path.parent)
     else:
-        run_dir = Path("checkpoints") / name
+        folder = RunFolder(Path("checkpoints") / name)
     # one run per folder, from before the corpus is read (its first encoding may take a while)
-    with run_lock(run_dir) if ranks.is_main else contextlib.nullcontext():
+    with folder.lock() if ranks.is_main else contextlib.nullcontext():
         if not ranks.is_main:
             ranks.barrier()  # rank 0 encodes the corpus once; the others then map its token file
         corpus = load_corpus(
@@ -209,36 +132,33 @@ def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> int:
         )
         if ranks.is_main:
             ranks.barrier()
-        return _train_in(run_dir, request, console, ranks, corpus, blob)
+        return _train_in(folder, request, console, ranks, corpus, resume)
 
 
 def _train_in(
-    run_dir: Path, request: TrainRequest, console: Console, ranks: Ranks, corpus: Corpus, blob: dict | None
+    folder: RunFolder,
+    request: TrainRequest,
+    console: Console,
+    ranks: Ranks,
+    corpus: Corpus,
+    resume: Checkpoint | None,
 ) -> int:
     """Settle the configuration, check the run folder, train and report (with the folder locked)."""
-    model_config, config, notes = settle_configs(request, corpus, blob)
-    if blob is None and not request.overwrite and ranks.is_main:
-        existing = [name for name in ("best.pt", "last.pt") if (run_dir / name).exists()]
-        if existing:
-            raise CharrnnError(
-                f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume "
-                f"{run_dir}, choose another --out, or pass --overwrite to start afresh"
-            )
-    if blob is None and request.overwrite and ranks.is_main:
-        for name in ("best.pt", "last.pt", "metrics.jsonl", "grad_norms.jsonl"):
-            with contextlib.suppress(FileNotFoundError):
-                (run_dir / name).unlink()
+    settings = settle_configs(request, corpus, resume)
+    model_config, config = settings.model, settings.train
+    if resume is None and ranks.is_main:
+        folder.start_fresh(request.overwrite)
 
     n_train = len(corpus) - int(len(corpus) * config.val_fraction)
     streams = config.batch_size * ranks.world_size
     fitted = fit_batch_size(n_train, streams, config.seq_len)
     if fitted != streams:
-        if blob is not None:
-            raise CharrnnError(
+        if resume is not None:
+            raise BadInput(
                 f"the training text is too short for the checkpoint's --batch-size {config.batch_size}"
             )
         if ranks.distributed:
-            raise CharrnnError(
+            raise BadSetting(
                 f"the training text ({n_train:,} chars) is too short for {ranks.world_size} ranks x "
                 f"--batch-size {config.batch_size} streams of --seq-len {config.seq_len}; use a smaller "
                 "--batch-size or fewer ranks"
@@ -249,33 +169,34 @@ def _train_in(
         )
         config.batch_size = fitted
 
+    view = TrainingView(request.quiet or not ranks.is_main)
     try:
         with ranks.peers_watched():  # (DistributedDataParallel sends rank 0's weights to the others)
-            trainer = Trainer(
-                corpus, model_config, config, run_dir, resume=blob, quiet=request.quiet, ranks=ranks
-            )
-    except RuntimeError as e:
-        if "alloc" not in str(e).lower() and "out of memory" not in str(e).lower():
-            raise
-        raise CharrnnError(
-            f"not enough memory for a {model_config.layers}x{model_config.hidden} model; "
-            "use a smaller --hidden, --layers or --batch-size"
+            trainer = Trainer(corpus, model_config, config, folder, resume=resume, on_event=view, ranks=ranks)
+    except (torch.cuda.OutOfMemoryError, MemoryError):  # what the estimate (memory.py) did not foresee
+        raise OutOfMemory(
+            f"not enough memory for a {model_config.layers}x{model_config.hidden} model; use a smaller "
+            f"{setting_ref('hidden')}, {setting_ref('layers')} or {setting_ref('batch_size')}",
+            setting="hidden",
         ) from None
     trainer.check_limits()  # before the notes: a refused resume changes nothing
     if not request.quiet:
         _print_header(console, corpus, trainer, config)
-    for note in notes:
-        console.print(f"changed on resume: {note}", markup=False)
-    with ranks.peers_watched():
-        result = trainer.run()
+    for name, before, after in settings.changed:
+        console.print(f"changed on resume: --{name.replace('_', '-')} {before} -> {after}", markup=False)
+    try:
+        with ranks.peers_watched():
+            result = trainer.run()
+    finally:
+        view.close()
     return _report(console, request, result, trainer)
 
 
-def _settle_level(requested: str | None, blob: dict | None) -> str:
+def _settle_level(requested: str | None, resume: Checkpoint | None) -> str:
     """The symbol level: as asked, else the checkpoint's when resuming, else characters."""
-    saved = blob.get("level", "char") if blob is not None else None
+    saved = resume.level if resume is not None else None
     if requested is not None and saved is not None and requested != saved:
-        raise CharrnnError(
+        raise BadSetting(
             f"--level {requested} contradicts the checkpoint (--level {saved}); drop the flag to resume, "
             "or start a new run without --resume"
         )
@@ -398,3 +319,56 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
         console.print(_gradient_reach_table(trainer.grad_reach))
         console.print(f"every measurement: {result.run_dir / 'grad_norms.jsonl'}", markup=False)
     return 0
+
+
+class TrainingView:
+    """Renders the Trainer's events on stderr: a tqdm bar in percent of the budget with the numbers a user
+    watches, and live samples written above it. Quiet: nothing."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, SampleReport):
+            from tqdm import tqdm
+
+            loss = f", val {event.val_loss:.3f}" if event.val_loss is not None else ""
+            tqdm.write(
+                f"--- sample at step {event.step}{loss} (temperature {event.temperature:g}) ---\n"
+                + event.text,
+                file=sys.stderr,
+            )
+            return
+        bar = self._bar()
+        if isinstance(event, LimitReport):
+            bar.n = 100.0
+            bar.refresh()
+        elif isinstance(event, StepReport):
+            bar.n = min(100.0, event.fraction * 100)
+            val = f"{event.best_val:.3f}" if math.isfinite(event.best_val) else "-"
+            bar.set_postfix_str(
+                f"step {event.step}, loss {event.loss:.3f}, val {val}, {event.chars_per_sec:,.0f} chars/s",
+                refresh=True,
+            )
+
+    def _bar(self):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=100,
+                unit="%",
+                file=None,
+                dynamic_ncols=True,
+                leave=True,
+                bar_format="{percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}{postfix}",
+            )
+        return self.bar
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -2,9 +2,11 @@
 
 Nothing here holds a whole file: a file is read CHUNK_BYTES at a time into one reused buffer and decoded
 with an incremental decoder, so a multi-byte character split between two chunks is joined, and a bad
-byte is reported with its offset in the file. Each chunk becomes a numpy array of code points: the raw
-bytes themselves when the chunk is plain ASCII in an ASCII-compatible encoding (no str is built), else
-the chunk's UTF-32 form. Pass 1 counts the code points (the vocabulary), pass 2 maps them to ids.
+byte (or a NUL near the start) is reported with its offset in the file. A stream read once (standard
+input, a pipe) goes through the same `decode_chunks`, so it is refused at the first chunk that is not
+text. Each chunk becomes a numpy array of code points: the raw bytes themselves when the chunk is plain
+ASCII in an ASCII-compatible encoding (no str is built), else the chunk's UTF-32 form. Pass 1 counts the
+code points (the vocabulary), pass 2 maps them to ids.
 
 Arrays yielded by `codepoints` and `raw_bytes` may view the reused buffer: use each before taking the
 next.
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadInput, CharrnnError
+from charrnn.paths import reopen
 from charrnn.vocab import Vocabulary
 
 CHUNK_BYTES = 1 << 18  # small enough to stay in cache: 256 KiB chunks encoded fastest (BENCHMARKS.md)
@@ -29,7 +32,7 @@ ENCODING_HINT = "pass --encoding (e.g. latin-1) or --lossy to replace undecodabl
 _ASCII_COMPATIBLE = {"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252", "latin-1"}
 
 
-class NotText(CharrnnError):
+class NotText(BadInput):
     """A file that is not text in the chosen encoding: bad bytes, or NUL characters (`binary`)."""
 
     def __init__(self, message: str, binary: bool = False):
@@ -73,12 +76,20 @@ def open_input(path: Path, label: str):
         raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
 
 
-def _chunks_of(path: Path, label: str, chunk_bytes: int | None) -> Iterator[memoryview]:
-    with open_input(path, label) as f:
-        try:
-            yield from read_chunks(f, chunk_bytes)
-        except OSError as e:
-            raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+def stream_chunks(
+    stream: io.RawIOBase | io.BufferedIOBase, label: str, size: int | None = None
+) -> Iterator[memoryview]:
+    """`read_chunks`, with a one-line error when reading fails (a device error, a vanished mount)."""
+    try:
+        yield from read_chunks(stream, size)
+    except OSError as e:
+        raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+
+
+def _chunks_of(path: Path | int, label: str, chunk_bytes: int | None) -> Iterator[memoryview]:
+    """The chunks of a file named by `path`, or (an int) of an open descriptor's file from its start."""
+    with reopen(path) if isinstance(path, int) else open_input(path, label) as f:
+        yield from stream_chunks(f, label, chunk_bytes)
 
 
 def describe_bad_bytes(data: bytes, start: int, offset: int, encoding: str, hint: str = ENCODING_HINT) -> str:
@@ -88,26 +99,38 @@ def describe_bad_bytes(data: bytes, start: int, offset: int, encoding: str, hint
 
 
 def codepoints(
-    path: Path,
+    path: Path | int,
     encoding: str = "utf-8",
     lossy: bool = False,
     label: str | None = None,
     chunk_bytes: int | None = None,
     refuse_nul: bool | None = None,
 ) -> Iterator[np.ndarray]:
-    """The code points of a text file, chunk by chunk (uint8 arrays for ASCII chunks, else uint32).
+    """The code points of a text file (a path, or an open descriptor read from its start), chunk by chunk
+    (uint8 arrays for ASCII chunks, else uint32); see `decode_chunks` for the errors."""
+    label = label or str(path)
+    return decode_chunks(_chunks_of(path, label, chunk_bytes), encoding, lossy, label, refuse_nul)
 
-    Raises NotText naming the offset of the first undecodable byte, or for NUL characters near the start
-    (`refuse_nul`; by default unless lossy).
+
+def decode_chunks(
+    chunks: Iterable[memoryview],
+    encoding: str = "utf-8",
+    lossy: bool = False,
+    label: str = "the text",
+    refuse_nul: bool | None = None,
+) -> Iterator[np.ndarray]:
+    """The code points of a text given as successive byte chunks (a file's or a stream's).
+
+    Raises NotText, before the next chunk is read, naming the offset of the first undecodable byte, or of
+    the first NUL character near the start (`refuse_nul`; by default unless lossy).
     """
     refuse_nul = not lossy if refuse_nul is None else refuse_nul
-    label = label or str(path)
     codec = check_encoding(encoding)
     decoder = codecs.getincrementaldecoder(encoding)("replace" if lossy else "strict")
     ascii_fast = codec in _ASCII_COMPATIBLE
     offset = chars = 0  # bytes read, characters produced
     head = b""  # the first bytes, kept to tell binary files from badly encoded text
-    for chunk in _chunks_of(path, label, chunk_bytes):
+    for chunk in chunks:
         raw = np.frombuffer(chunk, dtype=np.uint8)
         if len(head) < BINARY_PROBE:
             head += bytes(chunk[: BINARY_PROBE - len(head)])
@@ -121,7 +144,11 @@ def codepoints(
                 raise _bad_text(e, offset - pending, head, encoding, label) from None
             points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         if refuse_nul and chars < BINARY_PROBE and not points[: BINARY_PROBE - chars].all():
-            raise NotText(f"{label} looks binary (it contains NUL characters); give a text file", binary=True)
+            where = _first_nul(raw, points, offset, chars, ascii_fast)
+            raise NotText(
+                f"{label} looks binary (it contains NUL characters, the first at {where}); give a text file",
+                binary=True,
+            )
         offset += len(chunk)
         chars += len(points)
         if len(points):
@@ -135,15 +162,30 @@ def codepoints(
         yield np.frombuffer(tail.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
+def _first_nul(raw: np.ndarray, points: np.ndarray, offset: int, chars: int, ascii_compatible: bool) -> str:
+    """Where a chunk's first NUL is: its byte offset in an ASCII-compatible encoding (there NUL is the byte
+    0 and nothing else), else its character offset."""
+    if ascii_compatible:
+        return f"offset {offset + int(np.flatnonzero(raw == 0)[0])}"
+    return f"character {chars + int(np.flatnonzero(points == 0)[0])}"
+
+
 def _bad_text(error: UnicodeDecodeError, base: int, head: bytes, encoding: str, label: str) -> NotText:
     if b"\x00" in head:
-        return NotText(f"{label} looks binary (it contains NUL bytes); give a text file", binary=True)
+        return NotText(
+            f"{label} looks binary (it contains NUL bytes, the first at offset {head.index(0)}); "
+            "give a text file",
+            binary=True,
+        )
     where = describe_bad_bytes(error.object, error.start, base + error.start, encoding)
     return NotText(f"{label} is {where}")
 
 
-def raw_bytes(path: Path, label: str | None = None, chunk_bytes: int | None = None) -> Iterator[np.ndarray]:
-    """The bytes of a file as uint8 arrays, chunk by chunk (the byte level's symbols)."""
+def raw_bytes(
+    path: Path | int, label: str | None = None, chunk_bytes: int | None = None
+) -> Iterator[np.ndarray]:
+    """The bytes of a file (a path or an open descriptor) as uint8 arrays, chunk by chunk (the byte
+    level's symbols)."""
     for chunk in _chunks_of(path, label or str(path), chunk_bytes):
         yield np.frombuffer(chunk, dtype=np.uint8)
 

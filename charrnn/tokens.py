@@ -12,7 +12,8 @@ The header is written first with a zero fingerprint and rewritten once the ids (
 done; the whole file is written under a temporary name and renamed, so a reader sees a complete file or
 none. `open_token_file` checks the magic, the header and the file size against each other, then reads the
 ids once to check their range and their SHA-256 against the header, so a truncated, altered or foreign
-file is reported (`DamagedTokenFile`) rather than trained on.
+file is reported (`DamagedTokenFile`) rather than trained on. A temporary token file (standard input's)
+has no name at all: `write_tokens` fills an unnamed file, read back through its descriptor.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from charrnn.atomic import atomic_write
+from charrnn.paths import reopen
 from charrnn.vocab import Vocabulary, numpy_id_dtype
 
 MAGIC = b"CHARRNN-TOKENS\n\x01"
@@ -45,7 +48,7 @@ class DamagedTokenFile(Exception):
 
 @dataclass
 class TokenFile:
-    path: Path
+    path: Path | int  # an open descriptor for a token file with no name (a temporary one)
     vocab: Vocabulary
     ids: torch.Tensor  # 1-D, memory-mapped (copy-on-write: writes never reach the file)
     fingerprint: str
@@ -66,6 +69,15 @@ def write_token_file(
 
     Raises OSError when the folder is not writable or the disk fills; `path` is then left as it was.
     """
+    with atomic_write(path) as f:
+        return write_tokens(f, vocab, count, chunks, source)
+
+
+def write_tokens(
+    f: BinaryIO, vocab: Vocabulary, count: int, chunks: Iterable[np.ndarray], source: dict
+) -> str:
+    """Write a token file into `f`, open for writing and reading at its start (a temporary file with no
+    name, which even kill -9 cannot leave behind); returns the ids' fingerprint."""
     dtype = numpy_id_dtype(len(vocab))
     header = {
         "dtype": dtype.name,
@@ -75,27 +87,32 @@ def write_token_file(
         "fingerprint": _NO_FINGERPRINT,
         "source": source,
     }
-    with atomic_write(path) as f:
-        f.write(_header_bytes(header))
-        digest = hashlib.sha256()
-        written = 0
-        for chunk in chunks:
-            data = np.ascontiguousarray(chunk, dtype=dtype)
-            digest.update(data)
-            f.write(data)
-            written += data.size
-        if written != count:
-            raise ValueError(f"token count changed while encoding ({written} written, {count} expected)")
-        header["fingerprint"] = digest.hexdigest()
-        f.seek(0)
-        f.write(_header_bytes(header))  # same length: only the fingerprint's digits changed
+    f.write(_header_bytes(header))
+    digest = hashlib.sha256()
+    written = 0
+    for chunk in chunks:
+        data = np.ascontiguousarray(chunk, dtype=dtype)
+        digest.update(data)
+        f.write(data)
+        written += data.size
+    if written != count:
+        raise ValueError(f"token count changed while encoding ({written} written, {count} expected)")
+    header["fingerprint"] = digest.hexdigest()
+    f.seek(0)
+    f.write(_header_bytes(header))  # same length: only the fingerprint's digits changed
+    f.flush()
     return header["fingerprint"]
 
 
-def read_header(path: Path) -> tuple[dict, int]:
-    """The header of a token file and the offset of its ids; DamagedTokenFile if it is not one."""
+def _open(path: Path | int) -> BinaryIO:
+    return reopen(path) if isinstance(path, int) else open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def read_header(path: Path | int) -> tuple[dict, int]:
+    """The header of a token file (a path or an open descriptor) and the offset of its ids;
+    DamagedTokenFile if it is not one."""
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             head = f.read(len(MAGIC) + 8)
             if len(head) < len(MAGIC) + 8 or head[: len(MAGIC)] != MAGIC:
                 raise DamagedTokenFile("not a token file of this version")
@@ -127,7 +144,7 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, offset
 
 
-def open_token_file(path: Path, verify: bool = True) -> TokenFile:
+def open_token_file(path: Path | int, verify: bool = True) -> TokenFile:
     """Map a token file's ids; DamagedTokenFile if the file is not whole or (with `verify`) its ids are
     not the ones it was written with (see `verify_ids`)."""
     header, offset = read_header(path)
@@ -145,14 +162,14 @@ def open_token_file(path: Path, verify: bool = True) -> TokenFile:
     return TokenFile(path, vocab, ids, header["fingerprint"], header.get("source", {}))
 
 
-def verify_ids(path: Path, dtype: np.dtype, offset: int, vocab_size: int, fingerprint: str) -> None:
+def verify_ids(path: Path | int, dtype: np.dtype, offset: int, vocab_size: int, fingerprint: str) -> None:
     """Read the ids once, in blocks through one reused buffer (the page cache, not this process's
     memory): every id must be below the vocabulary size and their SHA-256 must be the header's.
     About 0.6 s a gigabyte here (BENCHMARKS.md); DamagedTokenFile otherwise."""
     digest = hashlib.sha256()
     buffer = bytearray(VERIFY_BLOCK - VERIFY_BLOCK % dtype.itemsize)
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             f.seek(offset)
             while n := f.readinto(buffer):
                 block = memoryview(buffer)[:n]

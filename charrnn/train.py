@@ -23,48 +23,34 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from charrnn.batching import StreamBatcher
-from charrnn.checkpoint import FORMAT, VERSION, atomic_save
+from charrnn.checkpoint import Checkpoint, CorpusFacts, Progress, TrainingState
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.device import pick_autocast, pick_device
 from charrnn.diagnostics import gradient_reach
 from charrnn.distributed import Ranks
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting, CharrnnError
 from charrnn.evaluate import EvaluationStopped, Score, score_sums
-from charrnn.jsonl import append_record, read_records, rewrite_records
+from charrnn.jsonl import append_record
 from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, ModelConfig, detach_state, map_state
+from charrnn.runfolder import RunFolder
 from charrnn.sample import SamplingConfig, generate
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
 LOG_INTERVAL = 0.5  # seconds between progress-bar updates
-
-
-@dataclass
-class Progress:
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0  # next batch index within the epoch
-    elapsed: float = 0.0  # wall-clock seconds of the run so far, across resumes (what --max-time limits)
-    eval_time: float = 0.0  # the part of `elapsed` spent scoring validation text
-    pending_eval_lr: float | None = None  # an evaluation a signal cut short (its learning rate): redone first
-    chars_seen: int = 0
-    best_val: float = math.inf
-    history: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +60,45 @@ class TrainResult:
     final_score: Score | None
     stopped_by: str  # "limit", "signal:SIGINT", "signal:SIGTERM", "diverged"
     chars_per_sec: float
+
+
+@dataclass
+class StepReport:
+    """Sent about every LOG_INTERVAL seconds and after each evaluation: what a progress bar shows."""
+
+    fraction: float  # of the budget spent
+    step: int
+    loss: float  # mean training loss since the previous report
+    best_val: float
+    chars_per_sec: float
+
+
+@dataclass
+class SampleReport:
+    """A live sample (--sample-every), also appended to samples.jsonl."""
+
+    step: int
+    val_loss: float | None
+    temperature: float
+    text: str
+
+
+@dataclass
+class LimitReport:
+    """The budget is spent: the final evaluation and save follow."""
+
+
+Event = StepReport | SampleReport | LimitReport
+
+
+@dataclass
+class _Clock:
+    """Where this process's share of the run started, for elapsed time and speed."""
+
+    started: float  # perf_counter() at the start
+    elapsed: float  # the run's elapsed seconds then (earlier sessions of a resumed run)
+    eval_time: float
+    chars_seen: int
 
 
 class Aborted(KeyboardInterrupt):
@@ -145,17 +170,18 @@ class Trainer:
         corpus: Corpus,
         model_config: ModelConfig,
         config: TrainConfig,
-        run_dir: str | Path,
-        resume: dict | None = None,
-        quiet: bool = True,
+        run_dir: str | Path | RunFolder,
+        resume: Checkpoint | None = None,
+        on_event: Callable[[Event], None] | None = None,
         on_step: Callable[[Trainer], None] | None = None,
         ranks: Ranks | None = None,
     ):
         self.corpus = corpus
-        self.config = config
-        self.run_dir = Path(run_dir)
+        self.config = config.with_default_limit()  # no limit given: the default budget, never endless
+        self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+        self.run_dir = self.folder.path
         self.ranks = ranks or Ranks()
-        self.quiet = quiet or not self.ranks.is_main
+        self.on_event = on_event if self.ranks.is_main else None  # only rank 0 reports
         self.on_step = on_step
         self.device = pick_device(config.device, self.ranks.local_rank, self.ranks.local_world_size)
         self.autocast_dtype = pick_autocast(config.precision, self.device)
@@ -201,49 +227,36 @@ class Trainer:
         self.last_eval_seconds = 0.0
 
     # ---- checkpoints -------------------------------------------------------------------------------
-    def _restore(self, blob: dict) -> None:
-        saved_world = blob.get("distributed", {}).get("world_size", 1)
-        if saved_world != self.ranks.world_size:
+    def _restore(self, ckpt: Checkpoint) -> None:
+        saved = ckpt.training
+        if saved.world_size != self.ranks.world_size:
             launch = (
-                f"torchrun --nproc-per-node {saved_world} -m charrnn train ..."
-                if saved_world > 1
+                f"torchrun --nproc-per-node {saved.world_size} -m charrnn train ..."
+                if saved.world_size > 1
                 else "charrnn train ... without torchrun"
             )
-            raise CharrnnError(
-                f"this run was trained by {saved_world} process(es) and resumes only with as many (each "
+            raise BadSetting(
+                f"this run was trained by {saved.world_size} process(es) and resumes only with as many (each "
                 f"carries its own streams' hidden state); resume it with {launch}"
             )
-        self.model.load_state_dict(blob["model"])
+        self.model.load_state_dict(ckpt.weights)
         self.resumed = True
-        self.optimizer.load_state_dict(blob["optimizer"])
+        self.optimizer.load_state_dict(saved.optimizer)
         for group in self.optimizer.param_groups:
             group["weight_decay"] = self.config.weight_decay
-        p = blob["progress"]
-        self.progress = Progress(
-            step=p["step"],
-            epoch=p["epoch"],
-            batch=p["batch"],
-            elapsed=p["elapsed"],
-            eval_time=p.get("eval_time", 0.0),
-            pending_eval_lr=p.get("pending_eval_lr"),
-            chars_seen=p.get("chars_seen", 0),
-            best_val=p["best_val"],
-            history=list(blob.get("history", [])),
-        )
+        self.progress = Progress.from_dict(saved.progress.to_dict(), saved.progress.history)
         if self.ema is not None:  # the saved average, or (--ema added on resume) one starting here
-            saved = blob.get("ema")
-            source = saved if saved is not None else [p.detach() for p in self.model.parameters()]
+            source = saved.ema if saved.ema is not None else [p.detach() for p in self.model.parameters()]
             self.ema = [t.detach().clone().to(self.device) for t in source]
-        self.since_eval.total.fill_(p.get("loss_sum", 0.0))
-        self.since_eval.count = p.get("loss_count", 0)
-        carry = blob.get("carry")
-        if carry is not None:  # the global streams' state: this rank takes its rows
+        self.since_eval.total.fill_(self.progress.loss_sum)
+        self.since_eval.count = self.progress.loss_count
+        if saved.carry is not None:  # the global streams' state: this rank takes its rows
             rows = self.batcher.rows
-            if isinstance(carry, (list, tuple)):
-                self.state = tuple(t[:, rows].to(self.device) for t in carry)
+            if isinstance(saved.carry, (list, tuple)):
+                self.state = tuple(t[:, rows].to(self.device) for t in saved.carry)
             else:
-                self.state = carry[:, rows].to(self.device)
-        rng = blob.get("rng", {})
+                self.state = saved.carry[:, rows].to(self.device)
+        rng = saved.rng
         if "ranks" in rng:
             torch.set_rng_state(rng["ranks"][self.ranks.rank].clone())  # (a view with an offset crashes it)
         elif "torch" in rng:
@@ -254,7 +267,7 @@ class Trainer:
             else:
                 torch.cuda.set_rng_state_all(list(rng["cuda"]))
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self) -> Checkpoint:
         """Everything a resume needs. In a distributed run every rank must call it (it gathers each rank's
         carried state and random-number state); only rank 0 then writes the result."""
         p = self.progress
@@ -272,39 +285,22 @@ class Trainer:
                 carry = [self._gather(s, 1) for s in self.state]
             else:
                 carry = self._gather(self.state, 1)
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model_config": self.model.config.to_dict(),
-            "vocab": self.corpus.vocab.to_list(),
-            "level": self.corpus.vocab.level,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "train_config": self.config.to_dict(),
-            "corpus": {
-                "name": self.corpus.name,
-                "chars": len(self.corpus),
-                "sha256": self._fingerprint,
-                "level": self.corpus.vocab.level,
-            },
-            "progress": {
-                "step": p.step,
-                "epoch": p.epoch,
-                "batch": p.batch,
-                "elapsed": p.elapsed,
-                "eval_time": p.eval_time,
-                "pending_eval_lr": p.pending_eval_lr,
-                "chars_seen": p.chars_seen,
-                "best_val": p.best_val,
-                "loss_sum": float(self.since_eval.total),
-                "loss_count": self.since_eval.count,
-            },
-            "history": p.history,
-            "ema": [t.detach().cpu() for t in self.ema] if self.ema is not None else None,
-            "carry": carry,
-            "rng": rng,
-            "distributed": {"world_size": self.ranks.world_size},
-        }
+        p.loss_sum, p.loss_count = float(self.since_eval.total), self.since_eval.count
+        return Checkpoint(
+            model_config=self.model.config,
+            vocab=self.corpus.vocab,
+            weights={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            corpus=CorpusFacts(self.corpus.name, len(self.corpus), self._fingerprint),
+            training=TrainingState(
+                config=self.config,
+                progress=p,
+                optimizer=_to_cpu(self.optimizer.state_dict()),
+                rng=rng,
+                carry=carry,
+                ema=[t.detach().cpu() for t in self.ema] if self.ema is not None else None,
+                world_size=self.ranks.world_size,
+            ),
+        )
 
     @property
     def _comm_device(self) -> torch.device:
@@ -315,12 +311,12 @@ class Trainer:
         """Every rank's `tensor` joined along `dim` in rank order, returned on the CPU."""
         return self.ranks.gather_rows(tensor.detach().to(self._comm_device), dim).cpu()
 
-    def save(self, name: str, blob: dict | None = None) -> Path:
+    def save(self, name: str, checkpoint: Checkpoint | None = None) -> Path:
         """Write a checkpoint (rank 0 only; every rank calls this, since the checkpoint is gathered)."""
         path = self.run_dir / name
-        blob = blob if blob is not None else self.checkpoint()
+        checkpoint = checkpoint if checkpoint is not None else self.checkpoint()
         if self.ranks.is_main:
-            atomic_save(blob, path)
+            checkpoint.save(path)
         return path
 
     # ---- evaluation --------------------------------------------------------------------------------
@@ -375,7 +371,7 @@ class Trainer:
         }
         p.history.append(entry)
         if self.ranks.is_main:
-            append_record(self.run_dir / "metrics.jsonl", entry)
+            append_record(self.folder / "metrics.jsonl", entry)
         return entry
 
     def _reduce(self, values: list[float]) -> list[float]:
@@ -416,7 +412,7 @@ class Trainer:
         """Record how far back this window's gradient reaches (see diagnostics.py) in grad_norms.jsonl."""
         self.grad_reach = gradient_reach(self.model, x, y, state)
         append_record(
-            self.run_dir / "grad_norms.jsonl", {"step": self.progress.step, "norms": self.grad_reach}
+            self.folder / "grad_norms.jsonl", {"step": self.progress.step, "norms": self.grad_reach}
         )
 
     def _evaluate_and_save(self, train_loss: float, lr: float) -> Score | None:
@@ -444,11 +440,11 @@ class Trainer:
         improved = best is None or best.nats < self.progress.best_val
         if best is not None and improved:
             self.progress.best_val = best.nats
-        blob = self.checkpoint()
+        checkpoint = self.checkpoint()
         if improved:  # best.pt may hold the averaged weights; last.pt keeps the trained ones for resuming
-            best_blob = {**blob, "model": self._ema_state_dict(), "weights": "ema"} if use_ema else blob
-            self.save("best.pt", best_blob)
-        self.save("last.pt", blob)
+            averaged = checkpoint.with_weights(self._ema_state_dict(), averaged=True) if use_ema else None
+            self.save("best.pt", averaged or checkpoint)
+        self.save("last.pt", checkpoint)
         t0 = time.perf_counter()
         self._live_sample(score)
         self.progress.eval_time += time.perf_counter() - t0  # like evaluation: not training time
@@ -476,27 +472,30 @@ class Trainer:
         text = "".join(pieces) + decoder.flush()
         val = score.nats if score is not None else None
         append_record(
-            self.run_dir / "samples.jsonl",
+            self.folder / "samples.jsonl",
             {"step": p.step, "val_loss": val, "temperature": cfg.sample_temperature, "text": text},
         )
-        if not self.quiet:
-            from tqdm import tqdm
+        self._emit(SampleReport(p.step, val, cfg.sample_temperature, text))
 
-            loss = f", val {val:.3f}" if val is not None else ""
-            tqdm.write(
-                f"--- sample at step {p.step}{loss} (temperature {cfg.sample_temperature:g}) ---\n{text}",
-                file=sys.stderr,
-            )
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        """Train until a limit, a signal or divergence; always leaves whole checkpoints behind."""
+        """Train until a limit, a signal or divergence, holding the run folder's lock (rank 0); always
+        leaves whole checkpoints behind."""
+        with self.folder.lock() if self.ranks.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainResult:
         p = self.progress
-        self._check_output_folder()
+        if self.ranks.is_main:
+            self.folder.ensure_writable()
         self.check_limits()
         if self.resumed and self.ranks.is_main:
-            self._align_logs()
-        self._clock = (time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
+            self.folder.align_logs(p.history, p.step)
+        self._clock = _Clock(time.perf_counter(), p.elapsed, p.eval_time, p.chars_seen)
         stop = self._stop = _StopRequest(grace=2.0 if self.ranks.distributed else 0.0)
         with stop.installed(keep=self.ranks.distributed):  # also during the final evaluation and save
             stopped_by, lr = self._loop(stop)
@@ -514,20 +513,6 @@ class Trainer:
         self._tick()
         return TrainResult(self.run_dir, p, final, stopped_by, self._speed())
 
-    def _align_logs(self) -> None:
-        """Make the logs end where the checkpoint does: a run killed after logging an evaluation but before
-        saving it would otherwise log those steps twice once resumed. metrics.jsonl is rewritten from the
-        checkpoint's history; grad_norms.jsonl and samples.jsonl lose their records past the checkpoint's
-        step."""
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.exists() or self.progress.history:
-            rewrite_records(metrics, self.progress.history)
-        step = self.progress.step
-        for name in ("grad_norms.jsonl", "samples.jsonl"):
-            log = self.run_dir / name
-            if log.exists():
-                rewrite_records(log, [r for r in read_records(log) if r.get("step", 0) <= step])
-
     def check_limits(self) -> None:
         """Refuse to start a run that its limits already stop (a resumed, finished run)."""
         p = self.progress
@@ -537,106 +522,91 @@ class Trainer:
                 "raise --max-steps, --epochs or --max-time to train further"
             )
 
-    def _check_output_folder(self) -> None:
-        if not self.ranks.is_main:
-            return
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise CharrnnError(
-                f"cannot write to output folder {self.run_dir} ({e.strerror}); choose another with --out"
-            ) from None
-
     def _eval_reserve(self) -> float:
         """Seconds to keep for the final evaluation: as long as the last one took, or before any, an
         estimate from the training speed (scoring a character costs about a third of training on it)."""
-        if self.last_eval_seconds or self.eval_ids.numel() < 2 or self.progress.chars_seen == self._clock[3]:
+        if (
+            self.last_eval_seconds
+            or self.eval_ids.numel() < 2
+            or self.progress.chars_seen == self._clock.chars_seen
+        ):
             return self.last_eval_seconds
         return self.eval_ids.numel() / (3 * self._speed())
 
     def _tick(self) -> None:
         """Bring `elapsed` up to the wall clock."""
-        start, elapsed0, _, _ = self._clock
-        self.progress.elapsed = elapsed0 + time.perf_counter() - start
+        self.progress.elapsed = self._clock.elapsed + time.perf_counter() - self._clock.started
 
     def _speed(self) -> float:
         """Training characters per second in this process, evaluation time excluded."""
-        _, elapsed0, eval0, chars0 = self._clock
-        p = self.progress
-        seconds = (p.elapsed - elapsed0) - (p.eval_time - eval0)
-        return (p.chars_seen - chars0) / max(seconds, 1e-9)
+        c, p = self._clock, self.progress
+        seconds = (p.elapsed - c.elapsed) - (p.eval_time - c.eval_time)
+        return (p.chars_seen - c.chars_seen) / max(seconds, 1e-9)
 
     def _loop(self, stop: _StopRequest) -> tuple[str, float]:
         cfg, p = self.config, self.progress
         chars_per_step = self.batcher.batch_size * cfg.seq_len
         since_shown = _LossMeter(self.device)
-        bar = _ProgressBar(self.quiet)
         last_shown = time.perf_counter()
         lr = cfg.lr
         self.model.train()
-        try:
-            if p.pending_eval_lr is not None:  # the evaluation a signal interrupted, so the log has it
-                lr = p.pending_eval_lr
-                try:
-                    self._evaluate_and_save(self._train_loss(), lr)
-                except EvaluationStopped:
-                    return f"signal:{stop.signal_name}", lr
-                self.model.train()
-            while True:
-                self._tick()
-                frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self._eval_reserve())
-                frac, stopping = self._agree(frac, stop)
-                if stopping:
-                    return f"signal:{stop.signal_name}", lr
-                if frac >= 1.0:
-                    bar.finish()
-                    return "limit", lr
-                lr = lr_at(cfg, p.step, frac)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                if p.batch == 0:
-                    self.state = None  # each epoch starts the streams afresh
-                x, y = self.batcher.batch(p.epoch, p.batch)
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                state_in = self.state
-                rate = self.schedule.rate(frac) if self.schedule is not None else 0.0
-                loss = self._train_step(x, y, rate)
-                self.since_eval.add(loss)
-                since_shown.add(loss)
-                p.step += 1
-                p.chars_seen += chars_per_step
-                p.batch += 1
-                if p.batch >= self.batcher.batches_in_epoch(p.epoch):
-                    p.epoch, p.batch = p.epoch + 1, 0
+        if p.pending_eval_lr is not None:  # the evaluation a signal interrupted, so the log has it
+            lr = p.pending_eval_lr
+            try:
+                self._evaluate_and_save(self._train_loss(), lr)
+            except EvaluationStopped:
+                return f"signal:{stop.signal_name}", lr
+            self.model.train()
+        while True:
+            self._tick()
+            frac = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), self._eval_reserve())
+            frac, stopping = self._agree(frac, stop)
+            if stopping:
+                return f"signal:{stop.signal_name}", lr
+            if frac >= 1.0:
+                self._emit(LimitReport())
+                return "limit", lr
+            lr = lr_at(cfg, p.step, frac)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if p.batch == 0:
+                self.state = None  # each epoch starts the streams afresh
+            x, y = self.batcher.batch(p.epoch, p.batch)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            state_in = self.state
+            rate = self.schedule.rate(frac) if self.schedule is not None else 0.0
+            loss = self._train_step(x, y, rate)
+            self.since_eval.add(loss)
+            since_shown.add(loss)
+            p.step += 1
+            p.chars_seen += chars_per_step
+            p.batch += 1
+            if p.batch >= self.batcher.batches_in_epoch(p.epoch):
+                p.epoch, p.batch = p.epoch + 1, 0
 
-                eval_due = p.step % cfg.eval_every == 0
-                if cfg.log_grad_norms and (eval_due or p.step == 1) and self.ranks.is_main:
-                    t0 = time.perf_counter()
-                    self._log_gradient_reach(x, y, state_in)
-                    p.eval_time += time.perf_counter() - t0  # a diagnostic: not training time
-                if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
-                    recent = since_shown.mean(reset=True)  # reading the loss waits for the device
-                    if not math.isfinite(recent) and not self.ranks.distributed:
-                        return "diverged", lr  # (distributed: the evaluation's shared score decides)
-                    if eval_due:  # first, so the bar shows this evaluation's result
-                        try:
-                            score = self._evaluate_and_save(self._train_loss(), lr)
-                        except EvaluationStopped:
-                            p.pending_eval_lr = lr
-                            return f"signal:{stop.signal_name}", lr
-                        if score is not None and not math.isfinite(score.nats):
-                            return "diverged", lr
-                    self._tick()
-                    shown = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), 0.0)
-                    bar.update_to(shown, p.step, recent, p.best_val, self._speed())
-                    last_shown = time.perf_counter()
-                if self.on_step is not None:
-                    self.on_step(self)
-        finally:
-            bar.close()
+            eval_due = p.step % cfg.eval_every == 0
+            if cfg.log_grad_norms and (eval_due or p.step == 1) and self.ranks.is_main:
+                t0 = time.perf_counter()
+                self._log_gradient_reach(x, y, state_in)
+                p.eval_time += time.perf_counter() - t0  # a diagnostic: not training time
+            if eval_due or time.perf_counter() - last_shown >= LOG_INTERVAL or p.step == 1:
+                recent = since_shown.mean(reset=True)  # reading the loss waits for the device
+                if not math.isfinite(recent) and not self.ranks.distributed:
+                    return "diverged", lr  # (distributed: the evaluation's shared score decides)
+                if eval_due:  # first, so the bar shows this evaluation's result
+                    try:
+                        score = self._evaluate_and_save(self._train_loss(), lr)
+                    except EvaluationStopped:
+                        p.pending_eval_lr = lr
+                        return f"signal:{stop.signal_name}", lr
+                    if score is not None and not math.isfinite(score.nats):
+                        return "diverged", lr
+                self._tick()
+                shown = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), 0.0)
+                self._emit(StepReport(shown, p.step, recent, p.best_val, self._speed()))
+                last_shown = time.perf_counter()
+            if self.on_step is not None:
+                self.on_step(self)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, sampling_rate: float = 0.0) -> torch.Tensor:
         cfg = self.config
@@ -725,39 +695,3 @@ def _to_cpu(obj):
     if isinstance(obj, list):
         return [_to_cpu(v) for v in obj]
     return obj
-
-
-class _ProgressBar:
-    """A tqdm bar on stderr in percent of the budget, with the numbers a user watches."""
-
-    def __init__(self, quiet: bool):
-        self.bar = None
-        if not quiet:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=100,
-                unit="%",
-                file=None,
-                dynamic_ncols=True,
-                leave=True,
-                bar_format="{percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}{postfix}",
-            )
-
-    def update_to(self, frac: float, step: int, loss: float, best_val: float, speed: float) -> None:
-        if self.bar is None:
-            return
-        self.bar.n = min(100.0, frac * 100)
-        val = f"{best_val:.3f}" if math.isfinite(best_val) else "-"
-        self.bar.set_postfix_str(
-            f"step {step}, loss {loss:.3f}, val {val}, {speed:,.0f} chars/s", refresh=True
-        )
-
-    def finish(self) -> None:
-        if self.bar is not None:
-            self.bar.n = 100.0
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

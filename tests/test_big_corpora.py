@@ -283,7 +283,7 @@ def invoke(*args, input=None):
 
 
 def _weights(path):
-    return load_checkpoint(path)["model"]
+    return load_checkpoint(path).weights
 
 
 def _same_weights(a, b) -> bool:
@@ -302,7 +302,7 @@ def test_byte_level_end_to_end(tmp_path):
     trained = invoke("train", path, "--level", "byte", "--out", run, *TINY_TRAIN_FLAGS)
     assert trained.exit_code == 0, trained.output
     blob = load_checkpoint(run / "last.pt")
-    assert blob["level"] == "byte" and len(blob["vocab"]) == 256
+    assert blob.level == "byte" and len(blob.vocab.to_list()) == 256
     sampled = invoke("sample", run, "--prime", "café 🙂", "-n", "40", "--seed", "1")
     assert sampled.exit_code == 0, sampled.output
     assert sampled.stdout.startswith("café 🙂")
@@ -323,7 +323,7 @@ def test_byte_level_end_to_end(tmp_path):
     assert contradicted.exit_code == 1 and "--level char contradicts the checkpoint" in contradicted.stderr
     resumed = invoke("train", path, "--resume", run, *flags)
     assert resumed.exit_code == 0, resumed.output
-    assert load_checkpoint(run / "last.pt")["progress"]["step"] == 40
+    assert load_checkpoint(run / "last.pt").progress.step == 40
 
 
 def _train_flags(steps: int) -> list[str]:
@@ -368,8 +368,8 @@ def test_folder_and_glob_corpora_train(tmp_path, monkeypatch):
     by_glob = invoke("train", "src/**/*.py", "--out", "runs/glob", *TINY_TRAIN_FLAGS)
     assert by_glob.exit_code == 0, by_glob.output
     assert (
-        load_checkpoint(tmp_path / "runs/glob/last.pt")["corpus"]["sha256"]
-        == load_checkpoint(tmp_path / "checkpoints/src/last.pt")["corpus"]["sha256"]
+        load_checkpoint(tmp_path / "runs/glob/last.pt").corpus.sha256
+        == load_checkpoint(tmp_path / "checkpoints/src/last.pt").corpus.sha256
     )  # the same files in the same order: the same text
     nothing = invoke("train", "src/**/*.rs", "--out", "runs/none", *TINY_TRAIN_FLAGS)
     assert nothing.exit_code == 1 and "matches no file" in nothing.stderr
@@ -417,7 +417,7 @@ def test_evaluation_stops_at_a_signal_and_resume_is_exact(tmp_path, small_text_f
     run = tmp_path / "run"
     stopped = invoke("train", small_text_file, "--out", run, *_train_flags(30))
     assert stopped.exit_code == 143, stopped.output
-    assert load_checkpoint(run / "last.pt")["progress"]["step"] == 20
+    assert load_checkpoint(run / "last.pt").progress.step == 20
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # the interrupted one is not logged
     monkeypatch.setattr(charrnn.train, "score_sums", real)
     resumed = invoke("train", small_text_file, "--resume", run, "--quiet")
@@ -440,7 +440,7 @@ def test_stdin_corpus_is_streamed(tmp_path):
     run = tmp_path / "run"
     result = invoke("train", "-", "--out", run, *TINY_TRAIN_FLAGS, input=MIXED.encode())
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(run / "last.pt")["corpus"]["chars"] == len(MIXED)
+    assert load_checkpoint(run / "last.pt").corpus.chars == len(MIXED)
 
 
 # ---- what the review of the first version found --------------------------------------------------------

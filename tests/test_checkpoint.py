@@ -5,7 +5,7 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, NoSpace
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.vocab import Vocabulary
 
@@ -107,7 +107,7 @@ def test_a_real_write_failure_is_an_os_error_and_keeps_the_old_file(tmp_path, mo
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4358")
 
     monkeypatch.setattr(torch, "save", torch_disk_full)
-    with pytest.raises(OSError, match="is the disk full"):
+    with pytest.raises(NoSpace, match="is the disk full"):
         atomic_save(_blob(), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -139,9 +139,9 @@ def test_missing_path_and_empty_folder(tmp_path):
 def test_folder_prefers_best(tmp_path):
     blob = _blob()
     atomic_save(blob, tmp_path / "last.pt")
-    assert load_checkpoint(tmp_path)["path"].endswith("last.pt")
+    assert str(load_checkpoint(tmp_path).path).endswith("last.pt")
     atomic_save(blob, tmp_path / "best.pt")
-    assert load_checkpoint(tmp_path)["path"].endswith("best.pt")
+    assert str(load_checkpoint(tmp_path).path).endswith("best.pt")
 
 
 def test_incomplete_checkpoint(tmp_path):

@@ -46,7 +46,7 @@ def test_train_writes_checkpoints_metrics_and_nothing_on_stdout(tmp_path, small_
         m["val_loss"] > 0 and abs(m["val_bpc"] - m["val_loss"] / 0.6931471805599453) < 1e-9 for m in lines
     )
     blob = load_checkpoint(out / "last.pt")
-    assert blob["progress"]["step"] == 30 and blob["train_config"]["seq_len"] == 16
+    assert blob.progress.step == 30 and blob.train_config.seq_len == 16
     assert set(blob) >= {"model", "optimizer", "vocab", "model_config", "train_config", "history", "rng"}
 
 
@@ -136,7 +136,7 @@ def test_resume_continues_and_refuses_contradicting_flags(trained_run, tmp_path,
     more = invoke("train", small_text_file, "--resume", out / "last.pt", "--max-steps", "40", "--lr", "0.001")
     assert more.exit_code == 0, more.output
     assert "--lr 0.004 -> 0.001" in more.stderr and "--max-steps 30 -> 40" in more.stderr
-    assert load_checkpoint(out / "last.pt")["progress"]["step"] == 40
+    assert load_checkpoint(out / "last.pt").progress.step == 40
     other = tmp_path / "other.txt"
     other.write_text("XYZ " * 500, encoding="utf-8")
     mismatch = invoke("train", other, "--resume", out / "last.pt", "--max-steps", "50", "--quiet")
@@ -250,14 +250,11 @@ def test_resume_from_a_folder_takes_last_pt(tmp_path, small_text_file):
     out = tmp_path / "run"
     assert invoke("train", small_text_file, "--out", out, *TINY_TRAIN_FLAGS).exit_code == 0
     blob = load_checkpoint(out / "last.pt")
-    blob["progress"]["step"] = 25  # make last.pt distinguishable from best.pt
-    from charrnn.checkpoint import atomic_save
-
-    blob.pop("path")
-    atomic_save(blob, out / "last.pt")
+    blob.progress.step = 25  # make last.pt distinguishable from best.pt
+    blob.save(out / "last.pt")
     result = invoke("train", small_text_file, "--resume", out, "--max-steps", "27", "--quiet")
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "last.pt")["progress"]["step"] == 27
+    assert load_checkpoint(out / "last.pt").progress.step == 27
 
 
 def test_resume_on_another_text_with_the_same_characters_is_refused(tmp_path, small_text_file):
@@ -439,8 +436,8 @@ def test_shakespeare_end_to_end(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     blob = load_checkpoint(out / "best.pt")
-    assert len(blob["vocab"]) == 65
-    assert blob["history"][-1]["val_loss"] < 3.0  # well below uniform guessing, ln 65 = 4.17
+    assert len(blob.vocab.to_list()) == 65
+    assert blob.history[-1]["val_loss"] < 3.0  # well below uniform guessing, ln 65 = 4.17
     sample = invoke("sample", out, "--prime", "ROMEO:", "-n", "40", "--seed", "0")
     assert sample.exit_code == 0 and sample.stdout.startswith("ROMEO:")
 
@@ -531,7 +528,7 @@ def test_a_signal_saves_and_exits_with_the_conventional_status(tmp_path, small_t
     assert stdout == b""
     assert f"{sig.name}: stopped at step" in text and "resume with: charrnn train" in text
     assert "Traceback" not in text
-    step = load_checkpoint(out / "last.pt")["progress"]["step"]
+    step = load_checkpoint(out / "last.pt").progress.step
     assert step > 0 and f"stopped at step {step};" in text
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -576,7 +573,7 @@ def test_family_options_are_saved_and_honoured(options, tmp_path, small_text_fil
     assert trained.exit_code == 0, trained.output
     assert trained.stdout == ""
     blob = load_checkpoint(out / "last.pt")
-    saved = {**blob["model_config"], **blob["train_config"]}
+    saved = {**blob.model_config.to_dict(), **blob.train_config.to_dict()}
     expected = {
         "--cell": ("cell", str),
         "--input": ("input", str),
@@ -590,9 +587,9 @@ def test_family_options_are_saved_and_honoured(options, tmp_path, small_text_fil
             assert saved[key] == kind(options[options.index(flag) + 1]), key
     if "--weight-tying" in options:
         assert saved["weight_tying"] and saved["embedding"] == saved["hidden"] == 32
-        assert blob["model"]["embed.weight"].data_ptr() == blob["model"]["head.weight"].data_ptr()
+        assert blob.weights["embed.weight"].data_ptr() == blob.weights["head.weight"].data_ptr()
     if "--input" in options:
-        assert saved["embedding"] == len(blob["vocab"]) and "embed.weight" not in blob["model"]
+        assert saved["embedding"] == len(blob.vocab.to_list()) and "embed.weight" not in blob.weights
     if "--scheduled-sampling" in options:
         assert saved["scheduled_sampling"] == [0.0, 0.5]
         assert "ss_rate" in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -605,13 +602,13 @@ def test_family_options_are_saved_and_honoured(options, tmp_path, small_text_fil
     scored = invoke("evaluate", out, small_text_file, "--json")
     assert scored.exit_code == 0
     assert (
-        abs(json.loads(scored.stdout)["nats"] - blob["progress"]["best_val"]) < 0.5
+        abs(json.loads(scored.stdout)["nats"] - blob.progress.best_val) < 0.5
     )  # same model, other text
 
     resumed = invoke("train", small_text_file, "--resume", out, "--max-steps", "40", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     again = load_checkpoint(out / "last.pt")
-    assert again["progress"]["step"] == 40 and again["model_config"] == blob["model_config"]
+    assert again.progress.step == 40 and again.model_config.to_dict() == blob.model_config.to_dict()
 
 
 def test_family_options_change_on_resume_where_they_may(tmp_path, small_text_file):
@@ -624,7 +621,7 @@ def test_family_options_change_on_resume_where_they_may(tmp_path, small_text_fil
     assert changed.exit_code == 0, changed.output
     assert "--dropout-mode standard -> locked" in changed.stderr
     assert "--embedding-dropout 0.0 -> 0.1" in changed.stderr
-    assert load_checkpoint(out / "last.pt")["model_config"]["dropout_mode"] == "locked"
+    assert load_checkpoint(out / "last.pt").model_config.dropout_mode == "locked"
     for flags, name in ((["--input", "onehot"], "--input"), (["--weight-tying"], "--weight-tying")):
         refused = invoke("train", small_text_file, "--resume", out, "--max-steps", "40", *flags, "--quiet")
         assert refused.exit_code == 1 and f"{name} " in refused.stderr and "contradicts" in refused.stderr

@@ -44,7 +44,7 @@ def test_train_on_the_gpu_then_use_the_checkpoint_anywhere(tmp_path, small_text_
     )
     assert trained.exit_code == 0, trained.output
     blob = load_checkpoint(run / "last.pt")
-    assert all(t.device.type == "cpu" for t in blob["model"].values())  # saved device-free
+    assert all(t.device.type == "cpu" for t in blob.weights.values())  # saved device-free
     on_gpu = json.loads(invoke("evaluate", run, small_text_file, "--device", "cuda", "--json").stdout)
     on_cpu = json.loads(invoke("evaluate", run, small_text_file, "--device", "cpu", "--json").stdout)
     assert on_gpu["nats"] == pytest.approx(on_cpu["nats"], rel=1e-4)
@@ -99,6 +99,6 @@ def test_torchrun_one_gpu_with_nccl(tmp_path, small_text_file):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     blob = load_checkpoint(run / "last.pt")
-    assert blob["distributed"]["world_size"] == 1
+    assert blob.training.world_size == 1
     model, _ = model_from_checkpoint(blob, "cpu")
     assert next(model.parameters()).device.type == "cpu"

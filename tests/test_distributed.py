@@ -88,9 +88,9 @@ def test_two_ranks_follow_the_single_process_trajectory(tmp_path, corpus):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
         assert a["val_chars"] == b["val_chars"]
     w2, w1 = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")
-    for key, value in w1["model"].items():
-        torch.testing.assert_close(w2["model"][key], value, rtol=1e-4, atol=1e-5)
-    assert w2["carry"][0].shape == w1["carry"][0].shape  # the global streams' state, gathered from both
+    for key, value in w1.weights.items():
+        torch.testing.assert_close(w2.weights[key], value, rtol=1e-4, atol=1e-5)
+    assert w2.training.carry[0].shape == w1.training.carry[0].shape  # the global streams' state, gathered from both
     written = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert written == [".lock", "best.pt", "last.pt", "metrics.jsonl"]  # rank 0's lock and files only
     # the checkpoint of a distributed run samples and evaluates in one process
@@ -134,7 +134,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, corpu
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: every process gets it
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    stopped = load_checkpoint(run / "last.pt")["progress"]["step"]
+    stopped = load_checkpoint(run / "last.pt").progress.step
     assert 0 < stopped < 400, stderr[-3000:]
     assert f"stopped at step {stopped}; saved" in stderr  # once: rank 0 reports, rank 1 stays silent
     assert stderr.count("stopped at step") == 1
@@ -143,9 +143,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, corpu
     resumed = _run(_torchrun(corpus, "--resume", run, "--quiet"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_checkpoint(run / "last.pt"), load_checkpoint(tmp_path / "straight" / "last.pt")
-    assert a["progress"]["step"] == b["progress"]["step"] == 400
-    for key, value in b["model"].items():
-        assert torch.equal(a["model"][key], value), key
+    assert a.progress.step == b.progress.step == 400
+    for key, value in b.weights.items():
+        assert torch.equal(a.weights[key], value), key
 
 
 def _free_port() -> int:
@@ -250,4 +250,4 @@ def test_one_rank_under_torchrun_trains_through_the_process_group(tmp_path, corp
     run = tmp_path / "run"
     done = _run(_torchrun(corpus, *TINY, "--max-steps", "10", "--out", run, ranks=1))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert load_checkpoint(run / "last.pt")["distributed"]["world_size"] == 1
+    assert load_checkpoint(run / "last.pt".training.world_size == 1

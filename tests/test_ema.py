@@ -38,17 +38,17 @@ def test_the_average_is_scored_logged_and_kept_apart_from_the_weights(tmp_path, 
     assert all(math.isfinite(m["val_loss_ema"]) for m in metrics)
     last = load_checkpoint(run / "last.pt")
     names = [n for n, _ in model_from_checkpoint(last)[0].named_parameters()]
-    assert len(last["ema"]) == len(names)
-    assert any(not torch.equal(e, last["model"][n]) for e, n in zip(last["ema"], names, strict=True))
+    assert len(last.training.ema) == len(names)
+    assert any(not torch.equal(e, last.weights[n]) for e, n in zip(last.training.ema, names, strict=True))
     best = load_checkpoint(run / "best.pt")
     best_logged = min(min(m["val_loss"], m["val_loss_ema"]) for m in metrics)
-    assert best["progress"]["best_val"] == best_logged
+    assert best.progress.best_val == best_logged
     model, _ = model_from_checkpoint(best)  # best.pt scores as logged, average or not
     _, val = load_corpus(small_text_file).split(0.1)
     assert abs(score_ids(model, val).nats - best_logged) < 1e-4
     plain = tmp_path / "plain"
     train(small_text_file, "--out", plain, *flags(20))
-    assert load_checkpoint(plain / "last.pt")["ema"] is None
+    assert load_checkpoint(plain / "last.pt").training.ema is None
     assert "val_loss_ema" not in read_records(plain / "metrics.jsonl")[0]
 
 
@@ -58,14 +58,14 @@ def test_a_resumed_run_continues_the_same_average(tmp_path, small_text_file):
     train(small_text_file, "--out", parts, *flags(20), "--ema", "0.95")
     train(small_text_file, "--resume", parts, "--max-steps", "40", "--quiet")
     a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(parts / "last.pt")
-    assert all(torch.equal(x, y) for x, y in zip(a["ema"], b["ema"], strict=True))
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a.training.ema, b.training.ema, strict=True))
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
 
 
 def test_ema_added_on_resume_starts_from_the_resumed_weights(tmp_path, small_text_file):
     run = tmp_path / "run"
     train(small_text_file, "--out", run, *flags(20))
-    before = load_checkpoint(run / "last.pt")["model"]
+    before = load_checkpoint(run / "last.pt").weights
     train(small_text_file, "--resume", run, "--max-steps", "21", "--ema", "0.999", "--quiet")
     after = load_checkpoint(run / "last.pt")
     names = [n for n, _ in model_from_checkpoint(after)[0].named_parameters()]

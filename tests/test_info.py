@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from charrnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
 from charrnn.cli import app
-from charrnn.info import escape_char, printable_vocab, train_flags
+from charrnn.info import escape_char, printable_vocab
 from charrnn.model import count_parameters
+from charrnn.settings import reproduce_flags as train_flags
 from conftest import SMALL_TEXT, TINY_TRAIN_FLAGS
 
 runner = CliRunner()
@@ -39,19 +40,22 @@ def test_json_round_trips_and_matches_the_checkpoint(run):
     model, vocab = model_from_checkpoint(blob)
     assert info["checkpoint"] == str(run / "best.pt")
     assert info["parameters"] == count_parameters(model)
-    assert info["vocab"] == blob["vocab"] == vocab.to_list() and info["vocab_size"] == len(vocab)
-    assert info["steps"] == blob["progress"]["step"] and info["evaluations"] == len(blob["history"])
-    assert info["epochs"] == blob["history"][-1]["epoch"]
-    assert info["best_val_loss"] == pytest.approx(blob["progress"]["best_val"])
-    assert info["training_time"] == pytest.approx(blob["progress"]["elapsed"])
+    assert info["vocab"] == blob.vocab.to_list() == vocab.to_list() and info["vocab_size"] == len(vocab)
+    assert info["steps"] == blob.progress.step and info["evaluations"] == len(blob.history)
+    assert info["epochs"] == blob.history[-1]["epoch"]
+    assert info["best_val_loss"] == pytest.approx(blob.progress.best_val)
+    assert info["training_time"] == pytest.approx(blob.progress.elapsed)
     assert info["corpus"] == {
         "name": "small",
-        "size": blob["corpus"]["chars"],
-        "sha256": blob["corpus"]["sha256"],
+        "size": blob.corpus.chars,
+        "sha256": blob.corpus.sha256,
     }
     assert info["level"] == "char" and info["format_version"] == 2 and info["resumable"]
     assert info["file_size"] == (run / "best.pt").stat().st_size
-    assert info["model_config"] == blob["model_config"] and info["train_config"] == blob["train_config"]
+    assert (
+        info["model_config"] == blob.model_config.to_dict()
+        and info["train_config"] == blob.train_config.to_dict()
+    )
     assert (info["cell"], info["layers"], info["hidden"], info["embedding"]) == ("lstm", 1, 32, 16)
     flags = " ".join(info["flags"])
     for expected in ("--hidden 32", "--layers 1", "--batch-size 4", "--seq-len 16", "--max-steps 30"):

@@ -46,8 +46,8 @@ def test_samples_are_shown_saved_and_leave_the_training_untouched(tmp_path, smal
         assert f"--- sample at step {r['step']}, val {r['val_loss']:.3f} (temperature 0.5) ---" in live.stderr
         assert r["text"] in live.stderr
     # the samples draw from their own generator: the weights match a run without them, bit for bit
-    a = load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "live" / "last.pt")["model"]
+    a = load_checkpoint(tmp_path / "plain" / "last.pt").weights
+    b = load_checkpoint(tmp_path / "live" / "last.pt").weights
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

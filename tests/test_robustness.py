@@ -81,7 +81,7 @@ def test_a_second_run_in_the_same_folder_is_refused_while_the_first_lives(tmp_pa
         first.send_signal(signal.SIGKILL)
         first.wait()
     # the lock died with its process: the run resumes at once
-    more = load_checkpoint(run / "last.pt")["progress"]["step"] + 10
+    more = load_checkpoint(run / "last.pt").progress.step + 10
     resumed = subprocess.run(
         _cli("train", small_text_file, "--resume", run, "--max-steps", more, "-q"),
         env=_env(),
@@ -151,7 +151,7 @@ def test_chaos_random_kills_and_resumes_end_bit_identical(tmp_path, small_text_f
     kills = 0
     for _round in range(60):
         if (run / "last.pt").exists():
-            if load_checkpoint(run / "last.pt")["progress"]["step"] >= steps:
+            if load_checkpoint(run / "last.pt").progress.step >= steps:
                 break
             command = _cli("train", small_text_file, "--resume", run, "-q")
         else:
@@ -177,10 +177,10 @@ def test_chaos_random_kills_and_resumes_end_bit_identical(tmp_path, small_text_f
         read_records(run / "metrics.jsonl", lambda message: None)  # parses, torn lines skipped
     assert kills >= 10
     final = load_checkpoint(run / "last.pt")
-    assert final["progress"]["step"] == steps
+    assert final.progress.step == steps
     reference = load_checkpoint(straight / "last.pt")
-    for key, value in reference["model"].items():
-        assert torch.equal(final["model"][key], value), key
+    for key, value in reference.weights.items():
+        assert torch.equal(final.weights[key], value), key
     assert [r["step"] for r in read_records(run / "metrics.jsonl")] == list(range(10, steps + 1, 10))
 
 
@@ -206,4 +206,4 @@ def test_a_damaged_encoding_is_rebuilt_from_the_source(tmp_path, small_text_file
     assert again.returncode == 0, again.stderr
     assert "was damaged" in again.stderr and "rebuilding it" in again.stderr
     a, b = load_checkpoint(run / "last.pt"), load_checkpoint(tmp_path / "again" / "last.pt")
-    assert a["corpus"]["sha256"] == b["corpus"]["sha256"]  # trained on the file's text, not the damage
+    assert a.corpus.sha256 == b.corpus.sha256  # trained on the file's text, not the damage

@@ -61,7 +61,7 @@ def test_interrupt_and_resume_follows_the_same_trajectory(tmp_path, cell):
     assert first_result.stopped_by == "signal:SIGINT"
     assert first_result.progress.step == 20
     blob = load_checkpoint(tmp_path / "split" / "last.pt")
-    assert blob["progress"]["step"] == 20
+    assert blob.progress.step == 20
     resumed = Trainer(corpus, model, config, tmp_path / "split", resume=blob)
     resumed_result = resumed.run()
 
@@ -88,8 +88,8 @@ def test_divergence_stops_and_keeps_the_best_checkpoint(tmp_path):
     assert result.stopped_by == "diverged"
     assert result.progress.step < 60
     best = load_checkpoint(tmp_path / "best.pt")
-    assert best["progress"]["step"] == 10
-    assert all(torch.isfinite(t).all() for t in best["model"].values())
+    assert best.progress.step == 10
+    assert all(torch.isfinite(t).all() for t in best.weights.values())
 
 
 def test_a_finished_run_cannot_resume_without_a_higher_limit(tmp_path):
@@ -144,7 +144,7 @@ def test_a_second_signal_aborts_at_once_and_leaves_whole_files(tmp_path):
     with pytest.raises(Aborted) as e:
         Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path, on_step=double_ctrl_c).run()
     assert e.value.signum == signal.SIGINT
-    assert load_checkpoint(tmp_path / "last.pt")["progress"]["step"] == 10
+    assert load_checkpoint(tmp_path / "last.pt").progress.step == 10
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
@@ -175,4 +175,4 @@ def test_bf16_autocast_on_the_cpu_trains_and_resumes_exactly(tmp_path, small_tex
     )
     assert again.exit_code == 0, again.output
     a, b = load_checkpoint(tmp_path / "w" / "last.pt"), load_checkpoint(tmp_path / "p" / "last.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
