@@ -501,7 +501,8 @@ def evaluate(
             disable=not sys.stderr.isatty(),
         ) as bar:
             adapted = dynamic_score(job.model, job.ids, job.device, config, on_progress=bar.update)
-    result = {"checkpoint": str(job.checkpoint.path), "text": text, **score.to_dict(), "quantize": quantize.value}
+    result = {"checkpoint": str(job.checkpoint.path), "text": text, **score.to_dict()}
+    result["quantize"] = quantize.value
     if score.unit == "byte":
         result["bpb"] = score.bpc
     if adapted is not None:

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting, setting_ref
 
 # With no --max-steps, --epochs or --max-time, training stops after this many seconds.
 DEFAULT_MAX_TIME = 600.0
@@ -21,14 +21,16 @@ DYNAMIC_DECAY = 0.0  # 1e-3 helped same-style text by 0.005 but cost 0.024 on te
 
 @dataclass
 class TrainConfig:
-    """Training settings. The CLI fills size-dependent ones from `auto_settings` when not given."""
+    """Training settings. The defaults are what a default run (10 minutes, a corpus of 200,000 characters or
+    more) gets; `settings.resolve_settings` replaces the budget- and size-dependent ones by `auto_settings`
+    where they were not given."""
 
     batch_size: int = 16
     seq_len: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # the cosine schedule decays to lr * min_lr_ratio
     warmup_steps: int = 50
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1
     grad_clip: float = 1.0
     max_steps: int | None = None
     epochs: float | None = None
@@ -68,10 +70,13 @@ def parse_duration(text: str) -> float:
     cleaned = text.strip().lower().replace(" ", "")
     parts = re.findall(r"(\d+(?:\.\d+)?)([a-z]*)", cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned or any(u not in _UNITS for _, u in parts):
-        raise CharrnnError(f"--max-time {text!r} is not a duration; write e.g. 90s, 10m, 1.5h or 1h30m")
+        raise BadSetting(
+            f"{setting_ref('max_time')} {text!r} is not a duration; write e.g. 90s, 10m, 1.5h or 1h30m",
+            setting="max_time",
+        )
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise CharrnnError(f"--max-time {text!r} must be longer than zero")
+        raise BadSetting(f"{setting_ref('max_time')} {text!r} must be longer than zero", setting="max_time")
     return seconds
 
 

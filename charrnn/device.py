@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting, CharrnnError, setting_ref
 
 
 def pick_device(requested: str, local_rank: int = 0, local_world_size: int = 1) -> torch.device:
     """`auto` takes CUDA when present. In a distributed run local rank k gets GPU k of its machine."""
     if requested not in ("auto", "cpu", "cuda"):
-        raise CharrnnError(f"--device {requested!r}: choose auto, cpu or cuda")
+        raise BadSetting(f"{setting_ref('device')} {requested!r}: choose auto, cpu or cuda")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise CharrnnError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+        raise BadSetting(
+            f"{setting_ref('device')} cuda: no CUDA GPU is available here; use --device cpu or auto"
+        )
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     gpus = torch.cuda.device_count()
@@ -56,7 +58,7 @@ def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         return torch.bfloat16
     if precision != "auto":
-        raise CharrnnError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+        raise BadSetting(f"{setting_ref('precision')} {precision!r}: choose auto, fp32 or bf16")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_native_bf16() else None

@@ -23,7 +23,7 @@ from torch import nn
 
 from charrnn.cells import CELLS, has_cell_state, layer_step, make_layer
 from charrnn.dropout import DROPOUT_MODES, WindowMasks, apply_mask, drop_characters, keep_mask
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting, setting_ref
 
 INPUTS = ("embedding", "onehot")
 
@@ -62,21 +62,30 @@ class ModelConfig:
         return self.dropout if self.recurrent_dropout is None else self.recurrent_dropout
 
     def check(self) -> None:
-        """Refuse combinations that cannot be built, naming the flags."""
+        """Refuse combinations that cannot be built, naming the settings."""
+        ref = setting_ref
         if self.cell not in CELLS:
-            raise CharrnnError(f"--cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+            raise BadSetting(f"{ref('cell')} {self.cell!r}: choose one of {', '.join(CELLS)}", setting="cell")
         if self.input not in INPUTS:
-            raise CharrnnError(f"--input {self.input!r}: choose one of {', '.join(INPUTS)}")
+            raise BadSetting(
+                f"{ref('input')} {self.input!r}: choose one of {', '.join(INPUTS)}", setting="input"
+            )
         if self.dropout_mode not in DROPOUT_MODES:
-            raise CharrnnError(
-                f"--dropout-mode {self.dropout_mode!r}: choose one of {', '.join(DROPOUT_MODES)}"
+            raise BadSetting(
+                f"{ref('dropout_mode')} {self.dropout_mode!r}: choose one of {', '.join(DROPOUT_MODES)}",
+                setting="dropout_mode",
             )
         if self.weight_tying and self.input != "embedding":
-            raise CharrnnError("--weight-tying shares the embedding matrix; it needs --input embedding")
+            raise BadSetting(
+                f"{ref('weight_tying')} shares the embedding matrix; it needs {ref('input')} embedding",
+                setting="weight_tying",
+            )
         if self.weight_tying and self.embedding != self.hidden:
-            raise CharrnnError(
-                f"--weight-tying needs --embedding equal to --hidden (the output layer reads {self.hidden} "
-                f"hidden units, the embedding has {self.embedding}); set --embedding {self.hidden}"
+            raise BadSetting(
+                f"{ref('weight_tying')} needs {ref('embedding')} equal to {ref('hidden')} (the output layer "
+                f"reads {self.hidden} hidden units, the embedding has {self.embedding}); set "
+                f"{ref('embedding')} {self.hidden}",
+                setting="embedding",
             )
 
 

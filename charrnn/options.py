@@ -18,6 +18,8 @@ import typer
 
 from charrnn.settings import SETTINGS, Setting
 
+_PARAM = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
 
 def check_number(value: Any, ok: bool, message: str) -> Any:
     """Range checks Typer's min/max cannot express (open intervals, NaN); shown in Typer's usage box."""
@@ -42,9 +44,7 @@ def setting_parameter(setting: Setting) -> inspect.Parameter:
     names = (setting.flag, setting.short) if setting.short else (setting.flag,)
     if setting.kind is bool:
         option = typer.Option(*names, help=setting.help_text())
-        return inspect.Parameter(
-            setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False, annotation=Annotated[bool, option]
-        )
+        return inspect.Parameter(setting.name, _PARAM, default=False, annotation=Annotated[bool, option])
     kind = str if setting.text or setting.choices is None and setting.kind is str else setting.kind
     if setting.choices is not None:
         kind = _choices(setting)
@@ -55,9 +55,7 @@ def setting_parameter(setting: Setting) -> inspect.Parameter:
         callback=_callback(setting),
         **{k: v for k, v in bounds.items() if v is not None},
     )
-    return inspect.Parameter(
-        setting.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[kind | None, option]
-    )
+    return inspect.Parameter(setting.name, _PARAM, default=None, annotation=Annotated[kind | None, option])
 
 
 def with_setting_options(func):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting, setting_ref
 from charrnn.model import CharRNN, State
 
 
@@ -51,8 +51,8 @@ def parse_schedule(text: str) -> SamplingSchedule:
     except ValueError:
         values = []
     if len(values) not in (1, 2) or not all(0.0 <= v <= 1.0 for v in values):
-        raise CharrnnError(
-            f"--scheduled-sampling {text!r}: give a probability in [0, 1] such as 0.25, "
+        raise BadSetting(
+            f"{setting_ref('scheduled_sampling')} {text!r}: give a probability in [0, 1] such as 0.25, "
             "or a linear schedule START:END such as 0:0.25"
         )
     return SamplingSchedule(values[0], values[-1])

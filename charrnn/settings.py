@@ -140,13 +140,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scheduled_sampling", TRAIN, str, "Feed the model's own sampled guess instead of the true "
             "previous character with this probability: P, or START:END rising linearly over the run (e.g. "
             "0:0.25). Steps through time one character at a time: several times slower", "", text=True),
-    Setting("log_grad_norms", TRAIN, bool, "Record the gradient norm reaching each time step of the window at "
-            "every evaluation (grad_norms.jsonl) and show how far back it reaches", ""),
+    Setting("log_grad_norms", TRAIN, bool, "Record the gradient norm reaching each time step of the window "
+            "at every evaluation (grad_norms.jsonl) and show how far back it reaches", ""),
     _rate("ema", "Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), "
           "score it beside the weights at every evaluation and save it as best.pt when it scores better "
           "(0: off)"),
-    Setting("sample_every", TRAIN, int, "After every N-th evaluation, write a short sample above the progress "
-            "bar and to samples.jsonl in the run folder, to watch the text improve (0: never)", low=0),
+    Setting("sample_every", TRAIN, int, "After every N-th evaluation, write a short sample above the "
+            "progress bar and to samples.jsonl in the run folder, to watch the text improve (0: never)",
+            low=0),
     Setting("sample_length", TRAIN, int, "Characters per live sample", low=1, high=100_000),
     Setting("sample_temperature", TRAIN, float, "Temperature of the live samples", low=0.0),
 )  # fmt: skip
