@@ -33,7 +33,7 @@ def _choices(setting: Setting) -> type[Enum]:
 
 
 def _callback(setting: Setting):
-    if setting.kind is not float or setting.text:
+    if setting.text or setting.kind not in (int, float) or (setting.kind is int and setting.valid is None):
         return None
     valid, message = setting.valid, setting.requirement or "must be a finite number"
     return lambda v: check_number(v, v is None or valid is None or valid(v), message)

@@ -30,7 +30,7 @@ class CorpusSource:
 
     kind: str  # "file", "folder", "glob", "stdin", or "stream" (a pipe or device: read once)
     label: str  # how messages name it
-    files: list[Path]
+    files: list[Path | int]  # for "stdin", [the open descriptor of the stream's spool, which has no name]
     root: Path | None = None  # the folder, or the glob's fixed leading part (for relative names)
     stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each file
 
