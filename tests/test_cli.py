@@ -47,7 +47,15 @@ def test_train_writes_checkpoints_metrics_and_nothing_on_stdout(tmp_path, small_
     )
     blob = load_checkpoint(out / "last.pt")
     assert blob.progress.step == 30 and blob.train_config.seq_len == 16
-    assert set(blob) >= {"model", "optimizer", "vocab", "model_config", "train_config", "history", "rng"}
+    assert set(blob.to_blob()) >= {
+        "model",
+        "optimizer",
+        "vocab",
+        "model_config",
+        "train_config",
+        "history",
+        "rng",
+    }
 
 
 def test_default_run_folder_is_named_after_the_corpus(tmp_path, small_text_file, monkeypatch):
@@ -601,9 +609,7 @@ def test_family_options_are_saved_and_honoured(options, tmp_path, small_text_fil
     assert sampled.exit_code == 0 and sampled.stdout.startswith("the ") and len(sampled.stdout) == 45
     scored = invoke("evaluate", out, small_text_file, "--json")
     assert scored.exit_code == 0
-    assert (
-        abs(json.loads(scored.stdout)["nats"] - blob.progress.best_val) < 0.5
-    )  # same model, other text
+    assert abs(json.loads(scored.stdout)["nats"] - blob.progress.best_val) < 0.5  # same model, other text
 
     resumed = invoke("train", small_text_file, "--resume", out, "--max-steps", "40", "--quiet")
     assert resumed.exit_code == 0, resumed.output

@@ -31,15 +31,17 @@ def _corpus(n: int) -> Corpus:
 
 def test_flags_given_win_over_auto_settings():
     train = {"max_time": "2m", "lr": 0.01, "weight_decay": 0.0}
-    request = TrainRequest(corpus="c", model={"hidden": 100}, train=train)
-    model, config, _ = settle_configs(request, _corpus(1_200_000), None)
+    request = TrainRequest(corpus="c", settings={"hidden": 100, **train})
+    settings = settle_configs(request, _corpus(1_200_000), None)
+    model, config = settings.model, settings.train
     assert model.hidden == 100 and config.lr == 0.01 and config.weight_decay == 0.0  # given, 0 included
     assert model.dropout == 0.2 and config.batch_size == 16  # auto for a 2-minute budget
     assert config.max_time == 120.0
 
 
 def test_default_budget_is_ten_minutes_with_the_large_model():
-    model, config, _ = settle_configs(TrainRequest(corpus="c"), _corpus(1_200_000), None)
+    settings = settle_configs(TrainRequest(corpus="c"), _corpus(1_200_000), None)
+    model, config = settings.model, settings.train
     assert config.max_time == 600.0 and config.max_steps is None
     assert model.hidden == 512 and model.layers == 2 and config.lr == 3e-3
     assert config.weight_decay == 0.1
