@@ -90,7 +90,9 @@ def test_two_ranks_follow_the_single_process_trajectory(tmp_path, corpus):
     w2, w1 = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")
     for key, value in w1.weights.items():
         torch.testing.assert_close(w2.weights[key], value, rtol=1e-4, atol=1e-5)
-    assert w2.training.carry[0].shape == w1.training.carry[0].shape  # the global streams' state, gathered from both
+    assert (
+        w2.training.carry[0].shape == w1.training.carry[0].shape
+    )  # the global streams' state, gathered from both
     written = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert written == [".lock", "best.pt", "last.pt", "metrics.jsonl"]  # rank 0's lock and files only
     # the checkpoint of a distributed run samples and evaluates in one process
@@ -250,4 +252,4 @@ def test_one_rank_under_torchrun_trains_through_the_process_group(tmp_path, corp
     run = tmp_path / "run"
     done = _run(_torchrun(corpus, *TINY, "--max-steps", "10", "--out", run, ranks=1))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert load_checkpoint(run / "last.pt".training.world_size == 1
+    assert load_checkpoint(run / "last.pt").training.world_size == 1
