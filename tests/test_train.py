@@ -126,7 +126,7 @@ def test_durations(text, seconds):
 
 @pytest.mark.parametrize("text", ["", "ten minutes", "10x", "-5m", "0s", "m10"])
 def test_bad_durations(text):
-    with pytest.raises(CharrnnError, match="max_time") as caught:
+    with pytest.raises(CharrnnError, match="max_time"):
         parse_duration(text)
 
 
