@@ -30,7 +30,14 @@ def test_tiny_model_overfits_a_short_text(tmp_path):
     text = "the quick brown fox jumps over the lazy dog 0123456789\n" * 30
     corpus = make_corpus(text)
     config = TrainConfig(
-        batch_size=8, seq_len=32, lr=1e-2, max_steps=250, eval_every=50, val_fraction=0.0, warmup_steps=10
+        batch_size=8,
+        seq_len=32,
+        lr=1e-2,
+        max_steps=250,
+        eval_every=50,
+        val_fraction=0.0,
+        warmup_steps=10,
+        weight_decay=0.0,  # capacity, not regularisation, is what this test checks
     )
     result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path).run()
     assert result.stopped_by == "limit"
