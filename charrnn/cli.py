@@ -276,7 +276,8 @@ def sample(
         ),
     ] = None,
     num_samples: Annotated[
-        int, typer.Option(min=1, help="Samples generated together, printed one after another.")
+        int,
+        typer.Option(min=1, help="Samples to generate (in batches of bounded size), printed in turn."),
     ] = 1,
     separator: Annotated[
         str, typer.Option(help="Printed between samples (backslash escapes allowed).")
