@@ -35,7 +35,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from charrnn.errors import CharrnnError, NoSpace
+from charrnn.errors import BadInput, CharrnnError, NoSpace
 from charrnn.paths import SpaceGuard, cache_dir
 from charrnn.sources import FILE_SEPARATOR, CorpusSource, find_source
 from charrnn.textstream import (
@@ -123,28 +123,45 @@ def decode_bytes(
     return text
 
 
-def read_input_bytes(path: str | Path) -> bytearray:
-    """The bytes of a small file (a prime), or of stdin for '-', with one-line errors for the usual
-    mistakes."""
+# Texts read whole into memory (a prime, the text `novelty` checks): beyond this they are refused, so an
+# endless source (`--prime-file /dev/zero`, a pipe that never ends) cannot take the machine's memory.
+MAX_IN_MEMORY_BYTES = 256 << 20
+_READ_CHUNK = 1 << 20
+
+
+def read_input_bytes(path: str | Path, limit: int | None = None) -> bytearray:
+    """The bytes of a small text (a prime, a sample to check), or of stdin for '-', read in chunks up to
+    `limit` (default MAX_IN_MEMORY_BYTES) whatever the source (file, pipe, device), with one-line errors
+    for the usual mistakes."""
+    limit = MAX_IN_MEMORY_BYTES if limit is None else limit
     if str(path) == "-":
-        return bytearray(sys.stdin.buffer.read())
+        return _read_bounded(sys.stdin.buffer, "standard input", limit)
     path = Path(path)
     if not path.exists():
-        raise CharrnnError(f"{path}: no such file")
+        raise BadInput(f"{path}: no such file")
     if path.is_dir():
-        raise CharrnnError(f"{path} is a directory; give a text file")
+        raise BadInput(f"{path} is a directory; give a text file")
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            buffer = bytearray(size)
-            n = f.readinto(buffer)
-            if n != size:
-                del buffer[n:]
-            return buffer
+            return _read_bounded(f, str(path), limit)
     except PermissionError:
-        raise CharrnnError(f"{path}: permission denied; check the file's permissions") from None
+        raise BadInput(f"{path}: permission denied; check the file's permissions") from None
     except OSError as e:
-        raise CharrnnError(f"{path}: cannot read ({e.strerror})") from None
+        raise BadInput(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _read_bounded(stream, label: str, limit: int) -> bytearray:
+    buffer = bytearray()
+    while True:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - len(buffer)))
+        if not chunk:
+            return buffer
+        buffer += chunk
+        if len(buffer) > limit:
+            raise BadInput(
+                f"{label} is longer than {limit / (1 << 20):g} MiB, more than this command reads into memory; "
+                "give a shorter text (a prime or a sample, not a corpus)"
+            )
 
 
 def _ignore(_: str) -> None:

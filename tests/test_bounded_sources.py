@@ -305,3 +305,19 @@ def test_cli_stops_a_copy_that_would_fill_the_disk(tmp_path, monkeypatch, checkp
     scored = _invoke("evaluate", checkpoint, "-", input=data)
     _one_line_error(scored, "set TMPDIR to a folder with more free space")
     assert os.listdir(small_chunks) == []
+
+
+# ---- texts read whole: a prime, the text `novelty` checks ------------------------------------------------
+def test_a_text_read_into_memory_is_bounded_whatever_the_source(monkeypatch, tmp_path):
+    import charrnn.corpus as corpus
+
+    read, write = os.pipe()  # a pipe: its size says nothing, so it must be read with a bound
+    with os.fdopen(write, "wb") as w:
+        w.write(b"abc" * 1000)
+    assert corpus.read_input_bytes(f"/dev/fd/{read}", limit=10_000) == bytearray(b"abc" * 1000)
+    with pytest.raises(BadInput, match="longer than"):
+        corpus.read_input_bytes("/dev/zero", limit=4096)  # endless: refused, not read forever
+    monkeypatch.setattr(corpus, "MAX_IN_MEMORY_BYTES", 2048)
+    result = CliRunner().invoke(app, ["novelty", "-", str(tmp_path / "nowhere.txt")], input=b"x" * 5000)
+    assert result.exit_code == 1 and "standard input is longer than" in result.output
+    assert "Traceback" not in result.output
