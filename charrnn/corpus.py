@@ -159,8 +159,8 @@ def _read_bounded(stream, label: str, limit: int) -> bytearray:
         buffer += chunk
         if len(buffer) > limit:
             raise BadInput(
-                f"{label} is longer than {limit / (1 << 20):g} MiB, more than this command reads into memory; "
-                "give a shorter text (a prime or a sample, not a corpus)"
+                f"{label} is longer than {limit / (1 << 20):g} MiB, more than this command reads into "
+                "memory; give a shorter text (a prime or a sample, not a corpus)"
             )
 
 
@@ -536,6 +536,11 @@ def _encode_stream(
     return _ids_file(points, vocab, label, guarded=True)
 
 
+# A stream whose first this-many characters are all unknown to the model is refused: it could be endless
+# (`--lossy` on /dev/zero keeps its NULs, which no model knows) and would be refused at its end anyway.
+UNKNOWN_ONLY_LIMIT = 1 << 24
+
+
 def _ids_file(
     points: Iterable[np.ndarray], vocab: Vocabulary, label: str, guarded: bool = False
 ) -> tuple[torch.Tensor, int]:
@@ -555,6 +560,11 @@ def _ids_file(
                 count += ids.size
                 if guard is not None:
                     guard.wrote(ids.nbytes)
+                    if count == 0 and mapper.unknown >= UNKNOWN_ONLY_LIMIT:  # (/dev/zero with --lossy)
+                        raise BadInput(
+                            f"the first {mapper.unknown:,} characters of {label} are all outside the model's "
+                            "vocabulary; score a text in the language the model was trained on"
+                        )
             out.flush()
             return map_ids(out.fileno(), dtype, 0, count), mapper.unknown
     except OSError as e:

@@ -321,3 +321,15 @@ def test_a_text_read_into_memory_is_bounded_whatever_the_source(monkeypatch, tmp
     result = CliRunner().invoke(app, ["novelty", "-", str(tmp_path / "nowhere.txt")], input=b"x" * 5000)
     assert result.exit_code == 1 and "standard input is longer than" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_endless_lossy_stream_of_unknown_characters_is_refused(monkeypatch):
+    """`evaluate CKPT /dev/zero --lossy` read forever: --lossy keeps NULs, which no model knows."""
+    import charrnn.corpus as corpus
+
+    monkeypatch.setattr(corpus, "UNKNOWN_ONLY_LIMIT", 3 * CHUNK)
+    source = Endless(b"", b"\x00", limit=8 * CHUNK)
+    _stdin(monkeypatch, source)
+    with pytest.raises(BadInput, match="are all outside the model's vocabulary"):
+        _evaluate(lossy=True)
+    assert source.pulled <= 4 * CHUNK
