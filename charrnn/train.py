@@ -47,7 +47,7 @@ from charrnn.jsonl import append_record
 from charrnn.memory import check_training_fits
 from charrnn.model import CharRNN, ModelConfig, detach_state, map_state
 from charrnn.runfolder import RunFolder
-from charrnn.sample import SamplingConfig, generate
+from charrnn.sample import SamplingConfig, sample_text
 from charrnn.scheduled import SamplingSchedule, scheduled_forward
 
 LOG_INTERVAL = 0.5  # seconds between progress-bar updates
@@ -457,19 +457,14 @@ class Trainer:
         cfg, p = self.config, self.progress
         if not cfg.sample_every or not self.ranks.is_main or len(p.history) % cfg.sample_every:
             return
-        vocab = self.corpus.vocab
-        decoder = vocab.decoder()
         sampling = SamplingConfig(
             length=cfg.sample_length, temperature=cfg.sample_temperature, seed=(cfg.seed + p.step) % (1 << 63)
         )
         was_training = self.model.training
         try:
-            pieces = [
-                decoder.feed(int(ids[0])) for ids in generate(self.model, vocab, "", sampling, self.device)
-            ]
+            text = sample_text(self.model, self.corpus.vocab, "", sampling, self.device)
         finally:
             self.model.train(was_training)
-        text = "".join(pieces) + decoder.flush()
         val = score.nats if score is not None else None
         append_record(
             self.folder / "samples.jsonl",
