@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadInput
 
 
 def epoch_offset(seed: int, epoch: int, seq_len: int) -> int:
@@ -35,7 +35,7 @@ def fit_batch_size(n_chars: int, batch_size: int, seq_len: int) -> int:
     """
     usable = n_chars - 1 - (seq_len - 1)  # room for the largest epoch offset and the shifted targets
     if usable < seq_len:
-        raise CharrnnError(
+        raise BadInput(
             f"the training text has {n_chars} characters, too few for one window of --seq-len {seq_len} "
             f"(needs at least {2 * seq_len}); use a longer text or a smaller --seq-len"
         )
@@ -66,7 +66,7 @@ class StreamBatcher:
         stream_len = (self.data.numel() - 1 - offset) // n
         self.batches_per_epoch = stream_len // t
         if self.batches_per_epoch < 1:
-            raise CharrnnError(f"text too short for batch size {n} and seq len {t}")
+            raise BadInput(f"text too short for batch size {n} and seq len {t}")
         used = n * stream_len
         self._inputs = self.data[offset : offset + used].view(n, stream_len)[self.rows]
         self._targets = self.data[offset + 1 : offset + used + 1].view(n, stream_len)[self.rows]

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from charrnn.errors import BadInput, CharrnnError, NoSpace
+from charrnn.errors import BadInput, BadSetting, CharrnnError, NoSpace
 from charrnn.paths import SpaceGuard, cache_dir
 from charrnn.sources import FILE_SEPARATOR, CorpusSource, find_source
 from charrnn.textstream import (
@@ -114,12 +114,10 @@ def decode_bytes(
         text = data.decode(encoding, errors="replace" if lossy else "strict")
     except UnicodeDecodeError as e:
         if b"\x00" in data[: 1 << 20]:
-            raise CharrnnError(f"{source} looks binary (it contains NUL bytes); give a text file") from None
-        raise CharrnnError(
-            f"{source} is {describe_bad_bytes(data, e.start, e.start, encoding, hint)}"
-        ) from None
+            raise BadInput(f"{source} looks binary (it contains NUL bytes); give a text file") from None
+        raise BadInput(f"{source} is {describe_bad_bytes(data, e.start, e.start, encoding, hint)}") from None
     if not lossy and "\x00" in text[: 1 << 20]:
-        raise CharrnnError(f"{source} looks binary (it contains NUL characters); give a text file")
+        raise BadInput(f"{source} looks binary (it contains NUL characters); give a text file")
     return text
 
 
@@ -171,10 +169,10 @@ def _ignore(_: str) -> None:
 def check_level(level: str, encoding: str | None, lossy: bool) -> None:
     """--level byte reads bytes as they are: an encoding or --lossy would mean nothing."""
     if level not in LEVELS:
-        raise CharrnnError(f"--level {level!r}: choose char or byte")
+        raise BadSetting(f"--level {level!r}: choose char or byte", setting="level")
     if level == "byte" and (encoding is not None or lossy):
         flag = "--encoding" if encoding is not None else "--lossy"
-        raise CharrnnError(
+        raise BadSetting(
             f"{flag} has no effect with --level byte (any bytes are valid symbols there); drop {flag}"
         )
 
@@ -201,9 +199,7 @@ def load_corpus(
     with _terminate_cleanly():
         if str(spec) == "-":
             if include or exclude:
-                raise CharrnnError(
-                    "--include and --exclude filter folder and glob corpora, not standard input"
-                )
+                raise BadSetting("--include and --exclude filter folder and glob corpora, not standard input")
             tokens = _read_once(sys.stdin.buffer, "standard input", encoding, lossy, level)
             return _corpus(name or "stdin", tokens, report)
         source = find_source(spec, include, exclude)
@@ -302,7 +298,7 @@ def _corpus(name: str, tokens: TokenFile, report: Report, cached: bool = False) 
             f"{info.get('why', '')} (first: {info.get('first_skipped', '')})"
         )
     if len(tokens.ids) == 0:
-        raise CharrnnError(
+        raise BadInput(
             f"{info.get('label', name)} is empty; give a text with at least a few hundred characters"
         )
     return Corpus(name, tokens.vocab, tokens.ids, tokens.fingerprint, info, tokens.path if cached else None)
@@ -390,7 +386,7 @@ def _encode(
     why = ", ".join(f"{len(v)} {reason}" for reason, v in skipped.items())
     if source.several and not kept:
         hint = "try --encoding or --lossy" if f"not {encoding} text" in skipped else "check the files"
-        raise CharrnnError(f"{source.label} holds no usable text file ({n_skipped} skipped: {why}); {hint}")
+        raise BadInput(f"{source.label} holds no usable text file ({n_skipped} skipped: {why}); {hint}")
     if level == "byte":
         vocab = Vocabulary.for_bytes()
         sizes = dict(zip(source.files, (size for size, _ in source.stats), strict=True))
@@ -431,7 +427,7 @@ def _encode(
         else:
             write_tokens(dest, vocab, count, chunks, info)
     except (ValueError, NotText) as e:
-        raise CharrnnError(
+        raise BadInput(
             f"{source.label} changed while it was being encoded ({e}); run the command again"
         ) from None
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.config import DYNAMIC_DECAY, DYNAMIC_LR, DYNAMIC_SEGMENT
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting
 from charrnn.evaluate import EvaluationStopped, Score
 from charrnn.model import CharRNN, detach_state
 
@@ -46,13 +46,13 @@ class DynamicConfig:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise CharrnnError(f"dynamic evaluation method {self.method!r}: choose {' or '.join(METHODS)}")
+            raise BadSetting(f"dynamic evaluation method {self.method!r}: choose {' or '.join(METHODS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CharrnnError(f"--dynamic-lr {self.lr}: must be above 0")
+            raise BadSetting(f"--dynamic-lr {self.lr}: must be above 0")
         if self.segment < 1:
-            raise CharrnnError(f"--dynamic-segment {self.segment}: must be at least 1")
+            raise BadSetting(f"--dynamic-segment {self.segment}: must be at least 1")
         if not 0 <= self.decay < 1:
-            raise CharrnnError(f"--dynamic-decay {self.decay}: must be at least 0 and below 1")
+            raise BadSetting(f"--dynamic-decay {self.decay}: must be at least 0 and below 1")
 
 
 def adaptable_copy(model: CharRNN) -> CharRNN:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.corpus import check_level, encode_with_vocab
 from charrnn.device import pick_device
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadInput
 from charrnn.model import CharRNN
 
 LN2 = math.log(2)
@@ -161,11 +161,11 @@ def _check_scorable(known: int, unknown: int, unit: str = "character") -> None:
     if known >= 2:
         return
     if unknown:
-        raise CharrnnError(
+        raise BadInput(
             f"too few of the text's characters are in the model's vocabulary ({unknown} unknown, "
             f"{known} known); score a text in the language the model was trained on"
         )
-    raise CharrnnError(f"the text is too short to score; it needs at least 2 {unit}s")
+    raise BadInput(f"the text is too short to score; it needs at least 2 {unit}s")
 
 
 def score_text(model: CharRNN, vocab, text: str, device: torch.device | str = "cpu") -> Score:

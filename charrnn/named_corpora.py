@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.atomic import atomic_write
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadInput, MissingResource
 from charrnn.paths import cache_dir
 from charrnn.sources import glob_root, is_glob
 
@@ -63,7 +63,7 @@ def build_python_stdlib(dest: Path) -> None:
         if total >= STDLIB_TARGET_BYTES:
             break
     if not parts:
-        raise CharrnnError(f"could not find the Python standard library's source files in {stdlib}")
+        raise MissingResource(f"could not find the Python standard library's source files in {stdlib}")
     _atomic_write_bytes(dest, b"".join(parts))
 
 
@@ -121,13 +121,13 @@ def _download(corpus: NamedCorpus, dest: Path) -> None:
             data = response.read()
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
-        raise CharrnnError(
+        raise MissingResource(
             f"cannot download corpus {corpus.name!r} from {corpus.source} ({reason}); if offline, fetch "
             f"{corpus.filename} another way and put it at {dest} or in a folder named by $CHARRNN_CORPUS_DIR"
         ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != corpus.sha256:
-        raise CharrnnError(
+        raise MissingResource(
             f"downloaded {corpus.name!r} has SHA-256 {digest}, expected {corpus.sha256}; not using it"
         )
     _atomic_write_bytes(dest, data)
@@ -165,4 +165,4 @@ def resolve(spec: str) -> tuple[str | Path, str]:
     if spec in CORPORA:
         return corpus_path(spec), spec
     names = ", ".join(CORPORA)
-    raise CharrnnError(f"{spec}: no such file, and not a named corpus (named corpora: {names})")
+    raise BadInput(f"{spec}: no such file, and not a named corpus (named corpora: {names})")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from charrnn.cells import has_cell_state
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadSetting
 from charrnn.model import CharRNN, State
 from charrnn.stepper import Stepper
 
@@ -38,7 +38,7 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
     try:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError:  # pragma: no cover - depends on the PyTorch build
-        raise CharrnnError(
+        raise BadSetting(
             "--quantize int8 needs PyTorch's dynamic quantization (torch.ao.quantization), which this "
             "PyTorch lacks; drop --quantize"
         ) from None
@@ -55,7 +55,7 @@ class Int8Stepper(Stepper):
 
     def __init__(self, model: CharRNN):
         if next(model.parameters()).device.type != "cpu":
-            raise CharrnnError("--quantize int8 runs on the CPU (int8 kernels); add --device cpu")
+            raise BadSetting("--quantize int8 runs on the CPU (int8 kernels); add --device cpu")
         super().__init__(model)
         gru = self.cell == "gru"
         self.q_hh = []
@@ -83,7 +83,7 @@ def make_stepper(model: CharRNN, quantize: str = "none") -> Stepper:
         return Stepper(model)
     if quantize == "int8":
         return Int8Stepper(model)
-    raise CharrnnError(f"--quantize {quantize!r}: choose {' or '.join(QUANTIZE_CHOICES)}")
+    raise BadSetting(f"--quantize {quantize!r}: choose {' or '.join(QUANTIZE_CHOICES)}")
 
 
 class SteppedModel(nn.Module):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import BadInput
 
 FILE_SEPARATOR = "\x1c\n"
 
@@ -66,9 +66,9 @@ class CorpusSource:
             try:
                 digest.update(_head_and_tail(self.files[0]))
             except PermissionError:
-                raise CharrnnError(f"{self.label}: permission denied; check the file's permissions") from None
+                raise BadInput(f"{self.label}: permission denied; check the file's permissions") from None
             except OSError as e:
-                raise CharrnnError(f"{self.label}: cannot read ({e.strerror})") from None
+                raise BadInput(f"{self.label}: cannot read ({e.strerror})") from None
         return digest.hexdigest()[:32]
 
 
@@ -85,9 +85,9 @@ def _stat(path: Path, label: str) -> tuple[int, int]:
     try:
         st = path.stat()
     except PermissionError:
-        raise CharrnnError(f"{label}: permission denied; check the file's permissions") from None
+        raise BadInput(f"{label}: permission denied; check the file's permissions") from None
     except OSError as e:
-        raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+        raise BadInput(f"{label}: cannot read ({e.strerror})") from None
     return st.st_size, st.st_mtime_ns
 
 
@@ -187,21 +187,21 @@ def find_source(spec: str | Path, include: Sequence[str] = (), exclude: Sequence
         source = CorpusSource("glob", repr(spec_text), files, root)
         if not files:
             what = "matches no file" if not found else "matches no file that --include/--exclude keep"
-            raise CharrnnError(f"the pattern {spec_text!r} {what}; check the pattern (quote it in the shell)")
+            raise BadInput(f"the pattern {spec_text!r} {what}; check the pattern (quote it in the shell)")
     elif path.is_dir():
         found = _walk(path)
         files = _filter(found, path, include, exclude)
         source = CorpusSource("folder", f"folder {spec_text}", files, path)
         if not files:
             what = "holds no files" if not found else "holds no file that --include/--exclude keep"
-            raise CharrnnError(f"{spec_text} {what}; give a folder with text files in it")
+            raise BadInput(f"{spec_text} {what}; give a folder with text files in it")
     else:
         if include or exclude:
-            raise CharrnnError(
+            raise BadInput(
                 "--include and --exclude filter folder and glob corpora; drop them for a single file"
             )
         if not path.exists():
-            raise CharrnnError(f"{spec_text}: no such file")
+            raise BadInput(f"{spec_text}: no such file")
         if not path.is_file():  # a pipe (`<(...)`) or a device: no size, no seeking
             return CorpusSource("stream", spec_text, [path], stats=[(0, 0)])
         source = CorpusSource("file", spec_text, [path])
@@ -210,5 +210,5 @@ def find_source(spec: str | Path, include: Sequence[str] = (), exclude: Sequence
         kept = [(f, st) for f, st in zip(source.files, source.stats, strict=True) if st[0] > 0]
         source.files, source.stats = [f for f, _ in kept], [st for _, st in kept]
         if not source.files:
-            raise CharrnnError(f"{source.label} holds only empty files; give one with text in it")
+            raise BadInput(f"{source.label} holds only empty files; give one with text in it")
     return source

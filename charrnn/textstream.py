@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import BadInput, CharrnnError
+from charrnn.errors import BadInput
 from charrnn.paths import reopen
 from charrnn.vocab import Vocabulary
 
@@ -47,7 +47,7 @@ def check_encoding(encoding: str) -> str:
         if not info._is_text_encoding:
             raise LookupError
     except LookupError:
-        raise CharrnnError(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
+        raise BadInput(f"unknown text encoding {encoding!r}; try utf-8, latin-1 or cp1252") from None
     return info.name
 
 
@@ -66,14 +66,14 @@ def open_input(path: Path, label: str):
     """Open a file for reading bytes, with one-line errors for the usual mistakes."""
     try:
         if path.is_dir():
-            raise CharrnnError(f"{label} is a directory; give a text file")
+            raise BadInput(f"{label} is a directory; give a text file")
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
-        raise CharrnnError(f"{label}: no such file") from None
+        raise BadInput(f"{label}: no such file") from None
     except PermissionError:
-        raise CharrnnError(f"{label}: permission denied; check the file's permissions") from None
+        raise BadInput(f"{label}: permission denied; check the file's permissions") from None
     except OSError as e:
-        raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+        raise BadInput(f"{label}: cannot read ({e.strerror})") from None
 
 
 def stream_chunks(
@@ -83,7 +83,7 @@ def stream_chunks(
     try:
         yield from read_chunks(stream, size)
     except OSError as e:
-        raise CharrnnError(f"{label}: cannot read ({e.strerror})") from None
+        raise BadInput(f"{label}: cannot read ({e.strerror})") from None
 
 
 def _chunks_of(path: Path | int, label: str, chunk_bytes: int | None) -> Iterator[memoryview]:
