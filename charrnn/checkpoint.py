@@ -23,7 +23,7 @@ import math
 import pickle
 import re
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ class Checkpoint:
 
     def with_weights(self, weights: dict[str, torch.Tensor], averaged: bool) -> Checkpoint:
         """The same checkpoint holding other weights (best.pt of an --ema run holds the average)."""
-        return Checkpoint(**{**self.__dict__, "weights": weights, "averaged": averaged})
+        return replace(self, weights=weights, averaged=averaged)
 
     def to_blob(self) -> dict:
         """The on-disk dict (current format)."""

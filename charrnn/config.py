@@ -87,6 +87,14 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def format_bytes(n: float) -> str:
+    """A size as people read it: '4.5 GB', '940.2 MB', '12.0 kB', '512 bytes' (decimal units)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
 # Sizes picked for a corpus and a time budget; the experiments behind them are in BENCHMARKS.md.
 SMALL_CORPUS_CHARS = 200_000
 SHORT_BUDGET_SECONDS = 300.0

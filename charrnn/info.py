@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn.checkpoint import FORMAT, Checkpoint
-from charrnn.config import format_duration
+from charrnn.config import format_bytes, format_duration
 from charrnn.evaluate import LN2
 from charrnn.model import count_parameters
 from charrnn.settings import reproduce_flags
@@ -98,10 +98,7 @@ def checkpoint_info(checkpoint: Checkpoint) -> dict:
 def _size(n: int | None) -> str:
     if n is None:
         return "unknown"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
-    return f"{n:,} bytes"
+    return f"{format_bytes(n)} ({n:,} bytes)" if n >= 1e3 else f"{n:,} bytes"
 
 
 def _or_unknown(value, fmt=str) -> Text:

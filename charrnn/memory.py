@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from charrnn.config import TrainConfig
+from charrnn.config import TrainConfig, format_bytes
 from charrnn.device import pick_autocast
 from charrnn.errors import OutOfMemory, setting_ref
 from charrnn.model import ModelConfig
@@ -118,12 +118,6 @@ def estimate_training(
         working_bytes=n * WORKING_BYTES_PER_WEIGHT,
         activation_bytes=activation_bytes(model_config, config, autocast),
     )
-
-
-def estimate_training_bytes(
-    model_config: ModelConfig, config: TrainConfig, autocast: torch.dtype | None = None
-) -> int:
-    return estimate_training(model_config, config, autocast).total
 
 
 # ---- what the device has ---------------------------------------------------------------------------------
@@ -250,21 +244,18 @@ def _refusal(
     ema = ["the EMA copy"] if config.ema > 0 else []
     parts = ["weights", "gradients", "AdamW moments", *ema, "a working copy"]
     held = ", ".join(parts[:-1]) + " and " + parts[-1]
-    window = f"a {config.batch_size}x{config.seq_len} window's activations {_size(need.activation_bytes)}"
+    window = (
+        f"a {config.batch_size}x{config.seq_len} window's activations {format_bytes(need.activation_bytes)}"
+    )
     where = "this GPU has" if device.type == "cuda" else "this machine has"
     flags = ("hidden", "layers", "batch_size") if need.mostly_weights else ("batch_size", "seq_len", "hidden")
     advice = f"{setting_ref(flags[0])}, {setting_ref(flags[1])} or {setting_ref(flags[2])}"
     return (
-        f"a {c.layers}x{c.hidden} {CELL_NAMES[c.cell]} needs about {_size(need.total)} to train "
-        f"({_count(need.weights)} weights: {held} {_size(need.per_weight_bytes)}, {window}) and {where} "
-        f"{_size(available)} available; use a smaller {advice}"
+        f"a {c.layers}x{c.hidden} {CELL_NAMES[c.cell]} needs about {format_bytes(need.total)} to train "
+        f"({_count(need.weights)} weights: {held} {format_bytes(need.per_weight_bytes)}, {window}) and "
+        f"{where} "
+        f"{format_bytes(available)} available; use a smaller {advice}"
     )
-
-
-def _size(n: float) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} GB"
-    return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
 
 
 def _count(n: int) -> str:

@@ -45,9 +45,7 @@ def setting_parameter(setting: Setting) -> inspect.Parameter:
     if setting.kind is bool:
         option = typer.Option(*names, help=setting.help_text())
         return inspect.Parameter(setting.name, _PARAM, default=False, annotation=Annotated[bool, option])
-    kind = str if setting.text or setting.choices is None and setting.kind is str else setting.kind
-    if setting.choices is not None:
-        kind = _choices(setting)
+    kind = _choices(setting) if setting.choices is not None else (str if setting.text else setting.kind)
     bounds = {} if setting.text else {"min": setting.low, "max": setting.high}
     option = typer.Option(
         *names,
@@ -71,12 +69,11 @@ def with_setting_options(func):
 
     @functools.wraps(func)
     def command(**kwargs):
-        given = {s.name: kwargs.pop(s.name) for s in SETTINGS}
-        settings = {
-            name: (value.value if isinstance(value, Enum) else (True if value is True else value))
-            for name, value in given.items()
-        }
-        settings = {k: (None if v is False else v) for k, v in settings.items()}  # an absent flag: not given
+        settings = {}
+        for s in SETTINGS:
+            value = kwargs.pop(s.name)
+            # an enumeration's value is its text; a boolean flag that was not passed is "not given"
+            settings[s.name] = value.value if isinstance(value, Enum) else (None if value is False else value)
         return func(settings=settings, **kwargs)
 
     command.__signature__ = inspect.Signature(parameters)

@@ -29,7 +29,7 @@ from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
 from charrnn.named_corpora import resolve
 from charrnn.runfolder import RunFolder
-from charrnn.settings import Settings, resolve_settings
+from charrnn.settings import BY_NAME, Settings, resolve_settings
 from charrnn.train import Event, LimitReport, SampleReport, StepReport, Trainer, TrainResult
 from charrnn.vocab import short_unit
 
@@ -183,7 +183,7 @@ def _train_in(
     if not request.quiet:
         _print_header(console, corpus, trainer, config)
     for name, before, after in settings.changed:
-        console.print(f"changed on resume: --{name.replace('_', '-')} {before} -> {after}", markup=False)
+        console.print(f"changed on resume: {BY_NAME[name].flag} {before} -> {after}", markup=False)
     try:
         with ranks.peers_watched():
             result = trainer.run()

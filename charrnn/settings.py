@@ -82,10 +82,10 @@ class Setting:
         return None
 
 
-def _rate(name: str, help: str, default: str | None = None) -> Setting:
+def _rate(name: str, help: str, default: str | None = None, scope: str = MODEL) -> Setting:
     """A probability-like setting in [0, 1)."""
     return Setting(
-        name, MODEL if name != "ema" else TRAIN, float, help, default, low=0.0, high=1.0,
+        name, scope, float, help, default, low=0.0, high=1.0,
         valid=lambda v: v < 1, requirement="must be at least 0 and below 1",
     )  # fmt: skip
 
@@ -144,7 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
             "at every evaluation (grad_norms.jsonl) and show how far back it reaches", ""),
     _rate("ema", "Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), "
           "score it beside the weights at every evaluation and save it as best.pt when it scores better "
-          "(0: off)"),
+          "(0: off)", scope=TRAIN),
     Setting("sample_every", TRAIN, int, "After every N-th evaluation, write a short sample above the "
             "progress bar and to samples.jsonl in the run folder, to watch the text improve (0: never)",
             low=0),
@@ -181,9 +181,7 @@ def check_given(given: Mapping[str, Any]) -> dict[str, Any]:
             raise BadSetting(f"{setting_ref(name)} {value!r} must be a duration above zero", setting=name)
         elif name == "scheduled_sampling":
             value = parse_schedule(value if isinstance(value, str) else ":".join(map(str, value))).to_list()
-        elif name in ("epochs", "grad_clip", "weight_decay", "lr", "sample_temperature") and isinstance(
-            value, int
-        ):
+        elif setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         problem = None if setting.text else setting.problem(value)
         if problem is not None:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -244,7 +244,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved.optimizer)
         for group in self.optimizer.param_groups:
             group["weight_decay"] = self.config.weight_decay
-        self.progress = Progress.from_dict(saved.progress.to_dict(), saved.progress.history)
+        self.progress = replace(saved.progress, history=list(saved.progress.history))
         if self.ema is not None:  # the saved average, or (--ema added on resume) one starting here
             source = saved.ema if saved.ema is not None else [p.detach() for p in self.model.parameters()]
             self.ema = [t.detach().clone().to(self.device) for t in source]

@@ -20,7 +20,6 @@ from charrnn.memory import (
     check_training_fits,
     count_weights,
     estimate_training,
-    estimate_training_bytes,
     meminfo_available,
 )
 from charrnn.model import CharRNN, ModelConfig, count_parameters
@@ -83,7 +82,7 @@ def test_ema_and_weight_dropout_add_their_copies():
 
 def test_default_run_is_small():
     """A default 2x512 run must never be refused on a machine with a few GB free."""
-    assert estimate_training_bytes(ModelConfig(vocab_size=200), TrainConfig()) < 0.2 * GB
+    assert estimate_training(ModelConfig(vocab_size=200), TrainConfig()).total < 0.2 * GB
 
 
 def _with_available(monkeypatch, value):
