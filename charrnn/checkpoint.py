@@ -80,6 +80,9 @@ class CorpusFacts:
     name: str | None = None
     chars: int | None = None
     sha256: str | None = None
+    # where it was read from, to find it again (`sample --novel`): spec (an absolute path or glob, a named
+    # corpus, or "-"), encoding, lossy, include, exclude; empty in files written before it was kept
+    origin: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -208,7 +211,12 @@ class Checkpoint:
             model_config=model_config,
             vocab=vocab,
             weights=_migrate_weights(blob["model"], version),
-            corpus=CorpusFacts(corpus.get("name"), corpus.get("chars"), corpus.get("sha256")),
+            corpus=CorpusFacts(
+                corpus.get("name"),
+                corpus.get("chars"),
+                corpus.get("sha256"),
+                dict(corpus.get("origin") or ()),
+            ),
             training=training,
             averaged=blob.get("weights") == "ema",
             path=path,

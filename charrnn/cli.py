@@ -24,6 +24,7 @@ from rich.text import Text
 from charrnn.config import DYNAMIC_DECAY, DYNAMIC_LR, DYNAMIC_SEGMENT
 from charrnn.distributed import PeerLost
 from charrnn.errors import CharrnnError
+from charrnn.items import MAX_ITEMS, MAX_TRIES
 from charrnn.options import check_number, with_setting_options
 from charrnn.vocab import short_unit
 
@@ -34,6 +35,24 @@ app = typer.Typer(
     help="Train character-level LSTM/GRU/RNN language models, sample text from them, and score text.",
 )
 err = Console(stderr=True, highlight=False)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from charrnn import __version__
+
+        sys.stdout.write(f"charrnn {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Train character-level LSTM/GRU/RNN language models, sample text from them, and score text."""
 
 
 class Level(str, Enum):
@@ -315,6 +334,84 @@ def sample(
             "measures what it costs.",
         ),
     ] = Quantize.none,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="End a sample where it first writes this text, which is not printed (repeatable; "
+            "backslash escapes). E.g. --stop '\\n\\n' --stop 'THE END'",
+        ),
+    ] = None,
+    items: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_ITEMS,
+            help="Write N complete items (the text between two --delimiter), one per line, from parallel "
+            "streams. E.g. --items 50 --unique --novel",
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            help="What separates items (backslash escapes) \\[default: a newline]. E.g. --delimiter '\\n\\n' "
+            "for paragraphs",
+        ),
+    ] = None,
+    min_chars: Annotated[
+        int | None,
+        typer.Option(min=0, help="Drop items shorter than N characters \\[default: 1]. E.g. --min-chars 4"),
+    ] = None,
+    max_chars: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Abandon items growing past N characters \\[default: the --length cap]. E.g. --max-chars 12",
+        ),
+    ] = None,
+    unique: Annotated[
+        bool, typer.Option("--unique", help="Never write the same item twice. E.g. --items 100 --unique")
+    ] = False,
+    novel: Annotated[
+        bool,
+        typer.Option(
+            "--novel",
+            help="Drop items that occur as a whole item in the training corpus. E.g. --items 50 --novel",
+        ),
+    ] = False,
+    max_overlap: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Drop items sharing K or more consecutive characters with the corpus. E.g. --max-overlap 20",
+        ),
+    ] = None,
+    corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="The corpus --novel and --max-overlap compare with \\[default: the one the checkpoint was "
+            "trained on]. E.g. --corpus names.txt",
+        ),
+    ] = None,
+    max_tries: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_TRIES,
+            help="Give up after N finished or abandoned items \\[default: 50 per item asked for]. "
+            "E.g. --max-tries 10000",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per sample or item and line: text, chars, logprob, nats_per_char, finish. "
+            "E.g. --json | jq -r .text",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No summary line on stderr after --items.")
+    ] = False,
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout.
 
@@ -323,44 +420,103 @@ def sample(
       charrnn sample checkpoints/tinyshakespeare --prime "ROMEO:" --length 300 --temperature 0.8
 
       charrnn sample run/ --prime-file chapter1.txt --adapt --length 2000 > chapter2.txt
+
+      charrnn sample checkpoints/names --items 50 --unique --novel --temperature 0.7
     """
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from charrnn.corpus import decode_bytes, read_input_bytes
     from charrnn.device import pick_device
+    from charrnn.engine import Engine
     from charrnn.sample import SamplingConfig, check_prime, write_samples
 
+    item_flags = {
+        "--delimiter": delimiter is not None,
+        "--min-chars": min_chars is not None,
+        "--max-chars": max_chars is not None,
+        "--unique": unique,
+        "--novel": novel,
+        "--max-overlap": max_overlap is not None,
+        "--corpus": corpus is not None,
+        "--max-tries": max_tries is not None,
+    }
+    if items is None:
+        given = [flag for flag, on in item_flags.items() if on]
+        if given:
+            raise CharrnnError(f"{given[0]} works on items: add --items N (how many to write)")
+    elif num_samples != 1:
+        raise CharrnnError("give --items N (complete items) or --num-samples N (texts of --length), not both")
+    stops = tuple(_unescaped(s, "--stop") for s in stop or ())
     dev = pick_device(device.value)
-    echo = True
+    prime, echo = _read_prime(prime, prime_file)
+    blob = load_checkpoint(checkpoint)
+    model, vocab = model_from_checkpoint(blob, dev)
+    prime = check_prime(vocab, prime or "", drop_unknown) if prime is not None else None
+    if adapt:
+        model = _adapt_to_prime(model, vocab, prime or "", adapt_lr, dev)
+    engine = Engine(model, vocab, dev, quantize.value)
+    config = SamplingConfig(length, temperature, top_k, top_p, seed, num_samples, stops)
+    if items is None:
+        sep = _unescaped(separator, "--separator")
+        write_samples(sys.stdout, engine, prime or "", config, sep, echo, as_json)
+        return
+    from charrnn.items import ItemFilters, ItemRun, corpus_matcher, write_items
+
+    delim = _unescaped(delimiter if delimiter is not None else "\\n", "--delimiter")
+    filters = ItemFilters(1 if min_chars is None else min_chars, max_chars, unique, novel, max_overlap)
+    filters.check()
+    matcher = None
+    if filters.needs_corpus:
+        matcher = corpus_matcher(blob, delim, corpus, report=lambda note: err.print(note, markup=False))
+    run = ItemRun(
+        engine,
+        items,
+        prime,
+        delim,
+        config.sampling,
+        seed,
+        filters,
+        matcher,
+        max_tries,
+        stops,
+        length,
+    )
+    write_items(sys.stdout, run, as_json)
+    if not run.counts.complete:
+        _error(run.counts.summary() + "; loosen the filters, raise --max-tries or train the model longer")
+        raise typer.Exit(1)
+    if not quiet:
+        err.print(run.counts.summary(), markup=False, highlight=False)
+
+
+def _unescaped(value: str, flag: str) -> str:
+    """A flag's text with backslash escapes (\\n, \\t, \\x1c...) turned into the characters."""
+    try:
+        return value.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        raise CharrnnError(
+            f"{flag} {value!r} has a broken backslash escape; write \\\\ for a backslash"
+        ) from None
+
+
+def _read_prime(prime: str | None, prime_file: Path | None) -> tuple[str | None, bool]:
+    """The prime as given by --prime (text, or '-' for stdin) or --prime-file, and whether to echo it."""
+    from charrnn.corpus import decode_bytes, read_input_bytes
+
     if prime_file is not None:
         if prime is not None:
             raise CharrnnError("give the prime with --prime or --prime-file, not both")
-        prime = decode_bytes(
+        text = decode_bytes(
             bytes(read_input_bytes(str(prime_file))),
             source=str(prime_file),
             hint="give the prime as a UTF-8 text file",
         )
-        echo = False
+        return text, False
     if prime == "-":
         prime = decode_bytes(
             bytes(read_input_bytes("-")),
             source="the prime on standard input",
             hint="give the prime as UTF-8 text",
         )
-    blob = load_checkpoint(checkpoint)
-    model, vocab = model_from_checkpoint(blob, dev)
-    prime = check_prime(vocab, prime or "", drop_unknown)
-    if adapt:
-        model = _adapt_to_prime(model, vocab, prime, adapt_lr, dev)
-    config = SamplingConfig(
-        length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples
-    )
-    try:
-        sep = separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError:
-        raise CharrnnError(
-            f"--separator {separator!r} has a broken backslash escape; write \\\\ for a backslash"
-        ) from None
-    write_samples(sys.stdout, model, vocab, prime, config, dev, quantize.value, sep, echo)
+    return prime, True
 
 
 def _adapt_to_prime(model, vocab, prime: str, lr: float, dev):

@@ -78,6 +78,7 @@ class Corpus:
     stored_fingerprint: str | None = None  # from the token file's header, when there is one
     source: dict = field(default_factory=dict)  # what was encoded (files, skipped files)
     token_path: Path | None = None  # the cached token file the ids map, when there is one (not temporary)
+    origin: dict = field(default_factory=dict)  # how to read it again (checkpoint.CorpusFacts.origin)
 
     def __len__(self) -> int:
         return self.ids.numel()

@@ -20,6 +20,12 @@ Words are maximal runs of word symbols: characters that regex `\\w` matches (let
 script, underscore); at the byte level ASCII `\\w` bytes and every byte from 0x80 (so UTF-8 letters join
 words). Word membership compares 64-bit hashes of the words' ids: a false "found" needs two different
 words with the same hash (about one chance in 2**64 / w per word).
+
+Items (`ItemMatcher`, for `charrnn sample`'s item mode): a batch of generated items (names, one per line)
+is checked in one pass for each question, all items joined with -1 between them: is the item a whole
+item of the corpus (delimiter + item + delimiter occurs: matching statistics at the patterns' first
+symbols only; the corpus's ends are compared directly), and how long is its longest substring found
+anywhere. Memory: the batch's arrays beside the mapped ids and sa.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.atomic import atomic_write
+from charrnn.sources import FILE_SEPARATOR
 from charrnn.vocab import Vocabulary
 
 MAGIC = b"CHARRNN-NOVELTY\x01"
@@ -408,30 +415,37 @@ def _bound(
         hi[live] = np.where(right, hi[live], mid)
 
 
-def matching_statistics(ids: np.ndarray, sa: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def matching_statistics(
+    ids: np.ndarray, sa: np.ndarray, text: np.ndarray, positions: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """ms[i] (see the module docstring) and a corpus start of that match (-1 where ms[i] == 0).
 
     Each position's longest match is next to where its window would sort among the suffixes: a lower-bound
     search comparing WINDOW symbols, then the common prefix with the two neighbours. A position that matched
     all WINDOW symbols continues within the range of suffixes sharing them, WINDOW symbols further on.
-    A symbol the corpus lacks (-1) ends every match that reaches it, like the end of the text.
+    A symbol the corpus lacks (-1) ends every match that reaches it, like the end of the text. `positions`
+    (text offsets): compute only there; ms stays 0 (and the start -1) at every other position.
     """
     m = text.size
     ms = np.zeros(m, dtype=np.int64)
     where = np.full(m, -1, dtype=np.int64)
     if m == 0 or ids.size == 0:
         return ms, where
-    positions = np.arange(m)
-    cut = np.where(text < 0, positions, m)
-    room = np.minimum.accumulate(cut[::-1])[::-1] - positions  # symbols before the next cut
-    for block in range(0, m, QUERY_BLOCK):
-        rows = positions[block : block + QUERY_BLOCK]
+    everywhere = np.arange(m)
+    cut = np.where(text < 0, everywhere, m)
+    room = np.minimum.accumulate(cut[::-1])[::-1] - everywhere  # symbols before the next cut
+    targets = everywhere if positions is None else np.asarray(positions, dtype=np.int64).reshape(-1)
+    for block in range(0, targets.size, QUERY_BLOCK):
+        rows = targets[block : block + QUERY_BLOCK]
         rows = rows[room[rows] > 0]
+        if not rows.size:
+            continue
+        width = min(WINDOW, int(room[rows].max()))  # short matches (items) need no wider window
         depth = np.zeros(rows.size, dtype=np.int64)
         lo = np.zeros(rows.size, dtype=np.int64)
         hi = np.full(rows.size, ids.size, dtype=np.int64)
         while rows.size:
-            columns = np.arange(WINDOW)
+            columns = np.arange(width)
             offsets = depth[:, None] + columns
             within = offsets < room[rows][:, None]
             gathered = text[np.minimum(rows[:, None] + offsets, m - 1)]
@@ -442,19 +456,19 @@ def matching_statistics(ids: np.ndarray, sa: np.ndarray, text: np.ndarray) -> tu
             for neighbour in (lower - 1, lower):
                 ok = (neighbour >= lo) & (neighbour < hi)
                 start = np.where(ok, sa[np.clip(neighbour, 0, ids.size - 1)].astype(np.int64), 0)
-                column, _ = _first_difference(_corpus_windows(ids, start + depth, WINDOW), low)
+                column, _ = _first_difference(_corpus_windows(ids, start + depth, width), low)
                 better = ok & (column > best)
                 best = np.where(better, column, best)
                 best_at = np.where(better, start, best_at)
             best = np.maximum(best, 0)
             ms[rows] = depth + best
             where[rows] = np.where(depth + best > 0, best_at, -1)
-            more = (best == WINDOW) & (room[rows] > depth + WINDOW)
+            more = (best == width) & (room[rows] > depth + width)
             if not more.any():
                 break
             high = np.where(within, gathered, _HIGH)[more]
             upper = _bound(ids, sa, high, depth[more], lower[more], hi[more], upper=True)
-            rows, lo, hi, depth = rows[more], lower[more], upper, depth[more] + WINDOW
+            rows, lo, hi, depth = rows[more], lower[more], upper, depth[more] + width
     return ms, where
 
 
@@ -511,19 +525,29 @@ class Novelty:
 def text_ids(text: str, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """The text as corpus ids (int64, -1 for characters the corpus lacks) and which symbols are word
     symbols (judged on the text's own characters, so an unknown letter still belongs to its word)."""
+    ids = symbol_ids(text, vocab)
     if vocab.is_bytes:
-        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         return ids, word_table(vocab)[ids]
     if not text:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=bool)
+        return ids, np.empty(0, dtype=bool)
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    unique, inverse = np.unique(points, return_inverse=True)
+    wordy = np.array([re.fullmatch(r"\w", chr(c)) is not None for c in unique.tolist()], dtype=bool)
+    return ids, wordy[inverse.reshape(-1)]
+
+
+def symbol_ids(text: str, vocab: Vocabulary) -> np.ndarray:
+    """The text as corpus ids (int64, -1 for characters the corpus lacks; UTF-8 bytes at the byte level)."""
+    if vocab.is_bytes:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    if not text:
+        return np.empty(0, dtype=np.int64)
     points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
     table = vocab.codepoint_table()
     ids = np.full(points.size, -1, dtype=np.int64)
     known = points < table.size
     ids[known] = table[points[known]]
-    unique, inverse = np.unique(points, return_inverse=True)
-    wordy = np.array([re.fullmatch(r"\w", chr(c)) is not None for c in unique.tolist()], dtype=bool)
-    return ids, wordy[inverse.reshape(-1)]
+    return ids
 
 
 def _symbols_text(vocab: Vocabulary, ids: np.ndarray) -> str:
@@ -634,3 +658,119 @@ def _corpus_place(
             file_offset=offset - start,
         )
     return place
+
+
+# ---- items ---------------------------------------------------------------------------------------------
+class ItemMatcher:
+    """Checks generated items against a corpus through its novelty index.
+
+    The corpus is read as items separated by `delimiter` ("\n": lines, "\n\n": paragraphs). An item is
+    whole in it when the corpus contains delimiter + item + delimiter, starts with item + delimiter, ends
+    with delimiter + item + T, or is item + T, where T is a proper prefix of the delimiter (nothing for a
+    one-symbol delimiter; for "\n\n" also a single final newline). `several` (a folder or glob corpus,
+    whose files are each followed by FILE_SEPARATOR): a file's start and end bound items like the corpus's,
+    so a file's first and last items count, and a last item without a final newline. An item holding the
+    delimiter is checked by the same rule (a run of consecutive corpus items is whole); symbols count as
+    characters, or UTF-8 bytes at the byte level.
+    """
+
+    def __init__(
+        self, ids: np.ndarray, vocab: Vocabulary, index: NoveltyIndex, delimiter: str, several: bool = False
+    ):
+        if not delimiter:
+            raise ValueError("the item delimiter is empty")
+        self.ids, self.vocab, self.sa = ids, vocab, index.sa
+        mark = symbol_ids(delimiter, vocab)  # -1 symbols (a delimiter the corpus lacks) never match
+        separator = symbol_ids(FILE_SEPARATOR, vocab)
+        tails = [mark[:k] for k in range(mark.size)]  # proper prefixes of the delimiter, nothing first
+        self._lefts = [mark, separator] if several else [mark]
+        self._rights = [mark] + ([np.concatenate((t, separator)) for t in tails] if several else [])
+        self._tails = tails
+
+    def _items(self, items: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The items' ids, concatenated, and each item's length in symbols."""
+        flat = symbol_ids("".join(items), self.vocab)
+        if self.vocab.is_bytes:
+            lengths = (len(item.encode("utf-8")) for item in items)
+        else:
+            lengths = (len(item) for item in items)
+        return flat, np.fromiter(lengths, dtype=np.int64, count=len(items))
+
+    def whole_items(self, items: Sequence[str]) -> np.ndarray:
+        """(len(items),) bool: True where the item occurs in the corpus as a whole item (see the class).
+
+        One matching-statistics pass, at the first symbol of each framed pattern (left + item + right, all
+        items and frames concatenated with -1 between them): a pattern occurs iff its match there is as long
+        as it. The corpus's start and end are compared directly with the items, all at once."""
+        count = len(items)
+        if count == 0:
+            return np.zeros(0, dtype=bool)
+        flat, lengths = self._items(items)
+        frames = [_framed(flat, lengths, left, right) for left in self._lefts for right in self._rights]
+        text = np.concatenate([f[0] for f in frames])
+        offsets = np.cumsum([0] + [f[0].size for f in frames[:-1]])
+        starts = np.concatenate([f[1] + at for f, at in zip(frames, offsets, strict=True)])
+        need = np.concatenate([f[2] for f in frames])
+        ms, _ = matching_statistics(self.ids, self.sa, text, positions=starts)
+        found = (ms[starts] >= need).reshape(len(frames), count).any(axis=0)
+
+        n = int(self.ids.size)
+        nothing = np.empty(0, dtype=np.int64)
+        heads = [_framed(flat, lengths, nothing, right) for right in self._rights]  # corpus starts with
+        whole = [_framed(flat, lengths, nothing, tail) for tail in self._tails]  # corpus is item + tail
+        ends = [_framed(flat, lengths, left, tail) for left in self._lefts for tail in self._tails]
+        width = int(max(f[2].max() for f in heads + whole + ends))
+        head = np.asarray(self.ids[:width], dtype=np.int64)
+        end = np.asarray(self.ids[max(0, n - width) :], dtype=np.int64)[::-1]
+        for pattern, at, size in heads:
+            found |= _has_prefix(pattern, at, size, head)
+        for pattern, at, size in whole:
+            found |= _has_prefix(pattern, at, size, head) & (size == n)
+        for pattern, at, size in ends:
+            found |= _has_prefix(pattern, at, size, end, backwards=True)
+        return found
+
+    def longest_overlaps(self, items: Sequence[str]) -> np.ndarray:
+        """(len(items),) int64: the length in symbols of each item's longest substring found anywhere in
+        the corpus (0 for an empty item). One matching-statistics pass over the items joined with -1
+        between them (so no match runs from one item into the next); a symbol the corpus lacks ends a
+        match like an item's end."""
+        if len(items) == 0:
+            return np.zeros(0, dtype=np.int64)
+        flat, lengths = self._items(items)
+        text, starts, _ = _framed(flat, lengths, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        ms, _ = matching_statistics(self.ids, self.sa, text)
+        return np.maximum.reduceat(ms, starts)  # each segment ends with its -1, whose ms is 0
+
+
+def _framed(
+    flat: np.ndarray, lengths: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """left + item + right + [-1] for every item (flat: the items' ids concatenated, lengths: theirs),
+    concatenated: the int64 array, each pattern's start in it and each pattern's length (without the -1)."""
+    size = left.size + lengths + right.size
+    starts = np.concatenate(([0], np.cumsum(size + 1)[:-1])).astype(np.int64)
+    out = np.full(int((size + 1).sum()), -1, dtype=np.int64)
+    out[starts[:, None] + np.arange(left.size)] = left
+    if flat.size:
+        item_starts = np.cumsum(lengths) - lengths
+        out[np.repeat(starts + left.size - item_starts, lengths) + np.arange(flat.size)] = flat
+    out[(starts + left.size + lengths)[:, None] + np.arange(right.size)] = right
+    return out, starts, size
+
+
+def _has_prefix(
+    patterns: np.ndarray, starts: np.ndarray, sizes: np.ndarray, sequence: np.ndarray, backwards: bool = False
+) -> np.ndarray:
+    """Whether `sequence` begins with each pattern (patterns[start : start + size]); `backwards`: with
+    each pattern reversed (`sequence` being a reversed tail, to test how something ends)."""
+    width = int(sizes.max()) if sizes.size else 0
+    if width == 0:
+        return np.ones(sizes.size, dtype=bool)
+    columns = np.arange(width)
+    inside = columns < sizes[:, None]
+    at = starts[:, None] + (sizes[:, None] - 1 - columns if backwards else columns)
+    symbols = patterns[np.clip(at, 0, patterns.size - 1)]
+    padded = np.full(width, _LOW - 2, dtype=np.int64)  # past the sequence's end: equal to no symbol
+    padded[: min(width, sequence.size)] = sequence[:width]
+    return (~inside | (symbols == padded)).all(axis=1)

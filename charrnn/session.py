@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from charrnn.distributed import Ranks
 from charrnn.errors import BadInput, BadSetting, OutOfMemory, setting_ref
 from charrnn.evaluate import LN2
 from charrnn.model import ModelConfig, count_parameters
-from charrnn.named_corpora import resolve
+from charrnn.named_corpora import CORPORA, resolve
 from charrnn.runfolder import RunFolder
 from charrnn.settings import BY_NAME, Settings, resolve_settings
 from charrnn.train import Event, LimitReport, SampleReport, StepReport, Trainer, TrainResult
@@ -80,17 +81,32 @@ def _check_same_corpus(corpus: Corpus, resume: Checkpoint) -> None:
         )
 
 
+@dataclass
+class TrainOutcome:
+    """How a training session ended: the exit status `charrnn train` ends with (0; 1 for a diverged run;
+    130/143 after SIGINT/SIGTERM) and the trainer's result."""
+
+    status: int
+    result: TrainResult
+
+
 def run_training(request: TrainRequest, console: Console) -> int:
-    """Train as the request says; returns the process exit status.
+    """Train as the request says; returns the process exit status (see `train_session`)."""
+    return train_session(request, console).status
+
+
+def train_session(request: TrainRequest, console: Console) -> TrainOutcome:
+    """Train as the request says, for the command line and for Python (charrnn.train_api) alike; problems
+    are raised as CharrnnError, a diverged or signalled run is reported on `console` and returned.
 
     Under torchrun every rank runs this; only rank 0 prints (the others' console is silent, their errors
     still reach stderr) and writes files."""
     ranks = Ranks.from_environment()
-    status = _run_training(request, console if ranks.is_main else Console(quiet=True), ranks)
+    outcome = _run_training(request, console if ranks.is_main else Console(quiet=True), ranks)
     # wait until rank 0 has written its last checkpoint; the process group is not torn down here: the
     # command line ends distributed processes at once (gloo's threads can abort during a teardown)
     ranks.barrier()
-    return status
+    return outcome
 
 
 def _join(request: TrainRequest, resume: Checkpoint | None, ranks: Ranks) -> None:
@@ -100,12 +116,13 @@ def _join(request: TrainRequest, resume: Checkpoint | None, ranks: Ranks) -> Non
     ranks.join(device, request.backend)
     if ranks.distributed and request.settings.get("scheduled_sampling"):
         raise BadSetting(
-            "--scheduled-sampling steps through time outside DistributedDataParallel's gradient hooks; "
-            "it trains in one process only (drop torchrun or the flag)"
+            f"{setting_ref('scheduled_sampling')} steps through time outside DistributedDataParallel's "
+            "gradient hooks; it trains in one process only (drop torchrun or the flag)",
+            setting="scheduled_sampling",
         )
 
 
-def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> int:
+def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> TrainOutcome:
     resume = load_checkpoint(request.resume, for_resume=True) if request.resume else None
     _join(request, resume, ranks)
     level = _settle_level(request.level, resume)
@@ -130,9 +147,25 @@ def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> int:
             request.exclude,
             report=lambda note: console.print(note, markup=False, soft_wrap=True),
         )
+        corpus.origin = corpus_origin(request, path)
         if ranks.is_main:
             ranks.barrier()
         return _train_in(folder, request, console, ranks, corpus, resume)
+
+
+def corpus_origin(request: TrainRequest, path: str | Path) -> dict:
+    """How to read the corpus again from anywhere (the checkpoint keeps it for `sample --novel`): a named
+    corpus by its name, a file, folder or glob by its absolute path, standard input as '-'."""
+    spec = request.corpus
+    if spec != "-" and not (spec in CORPORA and not Path(spec).exists()):
+        spec = str(Path(path).resolve()) if Path(path).exists() else os.path.abspath(spec)
+    return {
+        "spec": spec,
+        "encoding": request.encoding,
+        "lossy": request.lossy,
+        "include": list(request.include),
+        "exclude": list(request.exclude),
+    }
 
 
 def _train_in(
@@ -142,7 +175,7 @@ def _train_in(
     ranks: Ranks,
     corpus: Corpus,
     resume: Checkpoint | None,
-) -> int:
+) -> TrainOutcome:
     """Settle the configuration, check the run folder, train and report (with the folder locked)."""
     settings = settle_configs(request, corpus, resume)
     model_config, config = settings.model, settings.train
@@ -155,13 +188,16 @@ def _train_in(
     if fitted != streams:
         if resume is not None:
             raise BadInput(
-                f"the training text is too short for the checkpoint's --batch-size {config.batch_size}"
+                f"the training text is too short for the checkpoint's {setting_ref('batch_size')} "
+                f"{config.batch_size}",
+                setting="batch_size",
             )
         if ranks.distributed:
             raise BadSetting(
                 f"the training text ({n_train:,} chars) is too short for {ranks.world_size} ranks x "
-                f"--batch-size {config.batch_size} streams of --seq-len {config.seq_len}; use a smaller "
-                "--batch-size or fewer ranks"
+                f"{setting_ref('batch_size')} {config.batch_size} streams of {setting_ref('seq_len')} "
+                f"{config.seq_len}; use a smaller {setting_ref('batch_size')} or fewer ranks",
+                setting="batch_size",
             )
         console.print(
             f"note: the training text ({n_train:,} chars) is short; using --batch-size {fitted} "
@@ -189,7 +225,7 @@ def _train_in(
             result = trainer.run()
     finally:
         view.close()
-    return _report(console, request, result, trainer)
+    return TrainOutcome(_report(console, request, result, trainer), result)
 
 
 def _settle_level(requested: str | None, resume: Checkpoint | None) -> str:
@@ -197,8 +233,9 @@ def _settle_level(requested: str | None, resume: Checkpoint | None) -> str:
     saved = resume.level if resume is not None else None
     if requested is not None and saved is not None and requested != saved:
         raise BadSetting(
-            f"--level {requested} contradicts the checkpoint (--level {saved}); drop the flag to resume, "
-            "or start a new run without --resume"
+            f"{setting_ref('level')} {requested} contradicts the checkpoint "
+            f"({setting_ref('level')} {saved}); drop the flag to resume, or start a new run without --resume",
+            setting="level",
         )
     return requested or saved or "char"
 

@@ -290,7 +290,7 @@ class Trainer:
             model_config=self.model.config,
             vocab=self.corpus.vocab,
             weights={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            corpus=CorpusFacts(self.corpus.name, len(self.corpus), self._fingerprint),
+            corpus=CorpusFacts(self.corpus.name, len(self.corpus), self._fingerprint, self.corpus.origin),
             training=TrainingState(
                 config=self.config,
                 progress=p,

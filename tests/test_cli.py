@@ -317,7 +317,7 @@ def test_unforeseen_failures_are_one_line_unless_debugging(trained_run, monkeypa
     def broken(*args, **kwargs):
         raise ValueError("something nobody expected\nsecond line")
 
-    monkeypatch.setattr(charrnn.sample, "generate", broken)
+    monkeypatch.setattr(charrnn.sample, "samples", broken)
     result = invoke("sample", trained_run, "-n", "5")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert (
@@ -331,7 +331,7 @@ def test_unforeseen_failures_are_one_line_unless_debugging(trained_run, monkeypa
         raise MemoryError
 
     monkeypatch.delenv("CHARRNN_DEBUG")
-    monkeypatch.setattr(charrnn.sample, "generate", no_memory)
+    monkeypatch.setattr(charrnn.sample, "samples", no_memory)
     result = invoke("sample", trained_run, "-n", "5", "--num-samples", "3")
     assert result.exit_code == 1 and "not enough memory" in result.stderr
 
@@ -415,6 +415,42 @@ def test_named_corpora(monkeypatch, tmp_path):
         "--quiet",
     )
     assert stdlib.exit_code == 0, stdlib.output
+
+
+def test_python_names_corpus_is_the_stdlibs_public_names_one_per_line(tmp_path):
+    import ast
+    import json.decoder
+    from pathlib import Path
+
+    from charrnn.named_corpora import _defined_names, build_python_names, corpus_path
+
+    assert "python-names" in invoke("corpora").stdout
+    path = corpus_path("python-names")
+    assert path.name == "python-names-{}.{}.txt".format(*sys.version_info[:2])
+    data = path.read_bytes()
+    assert data.isascii() and data.endswith(b"\n") and b"\r" not in data
+    names = data.decode().split("\n")[:-1]
+    assert names == sorted(set(names)) and 5_000 < len(names) < 100_000
+    for name in names:
+        parts = name.split(".")  # dotted module names, as json.decoder
+        assert all(p.isidentifier() and not p.startswith("_") for p in parts), name
+    found = set(names)
+    well_known = {"json", "json.decoder", "math", "dumps", "OrderedDict", "ArgumentParser", "TextIOWrapper"}
+    assert well_known <= found
+    assert not {"TestDecode", "test_dumps", "unittest.test", "idlelib.idle_test"} & found  # no tests
+    assert corpus_path("python-names") == path  # cached
+    build_python_names(tmp_path / "again.txt")
+    assert (tmp_path / "again.txt").read_bytes() == data  # deterministic
+    # The one-regex scan finds exactly what `ast` finds, and nothing in strings or comments.
+    source = Path(json.decoder.__file__).read_bytes()
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    expected = sorted(n.name for n in ast.walk(ast.parse(source)) if isinstance(n, kinds))
+    assert sorted(_defined_names(source)) == expected
+    tricky = (
+        b'x = """\ndef in_string(): pass\n"""  # def in_comment\ny = \'class Nope\'\n'
+        b"async def coro(): pass\n    class Inner:\n\tdef method(self): pass\ndef caf\xc3\xa9(): pass\n"
+    )
+    assert _defined_names(tricky) == ["coro", "Inner", "method"]
 
 
 @pytest.mark.skipif(shakespeare_path() is None, reason="needs ../shared/corpora/tinyshakespeare.txt")
