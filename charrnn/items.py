@@ -392,7 +392,8 @@ def corpus_matcher(checkpoint, delimiter: str, corpus: str | None = None, report
     ids = loaded.ids.numpy()
     label = loaded.source.get("label", loaded.name)
     index = load_index(ids, loaded.vocab, loaded.token_path, loaded.fingerprint, label, report)
-    return ItemMatcher(ids, loaded.vocab, index, delimiter)
+    several = loaded.source.get("kind") in ("folder", "glob")  # each file's ends are item boundaries
+    return ItemMatcher(ids, loaded.vocab, index, delimiter, several=several)
 
 
 def write_items(out, run: ItemRun, as_json: bool = False) -> None:

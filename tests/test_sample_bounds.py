@@ -1,19 +1,21 @@
-"""Sampling in bounded memory: the prime warmed up in chunks, many samples in batches, text decoded whole."""
+"""Sampling in bounded memory: the prime read in chunks, many samples in bounded batches, text decoded
+whole; and the engine's text equal to a plain one-call reference loop."""
 
 from __future__ import annotations
 
 import io
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import charrnn.evaluate
-import charrnn.sample
+from charrnn.engine import Engine, _RowSettings, choose, row_key, uniforms
 from charrnn.errors import BadInput
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SamplingConfig, check_prime, choose, generate, sample_text, warm_up, write_samples
+from charrnn.sample import SamplingConfig, check_prime, sample_text, samples, write_samples
 from charrnn.stepper import Stepper
 from charrnn.vocab import Vocabulary
 
@@ -27,25 +29,27 @@ def _model_and_vocab(cell: str = "lstm"):
 
 
 def _one_call(model, vocab, prime: str, config: SamplingConfig) -> list[str]:
-    """Generation as it was before chunking: the whole prime in one model call, on every row."""
+    """The reference: the whole prime in one model call on every row, then all rows stepped together for
+    the whole length, row i drawing from its stream row_key(seed, i)."""
     n = config.num_samples
-    generator = torch.Generator().manual_seed(config.seed)
     ids = vocab.encode(prime).long()
+    keys = np.array([row_key(config.seed, i) for i in range(n)], dtype=np.uint64)
+    u = torch.from_numpy(uniforms(keys, np.zeros(n, dtype=np.uint64), config.length))
+    settings = _RowSettings.of([config.sampling] * n, torch.device("cpu"))
     with torch.inference_mode():
         _, state = model(ids[:-1].unsqueeze(0).expand(n, -1), model.init_state(n))
         stepper = Stepper(model)
         layer_state = stepper.split_state(state)
         current = torch.full((n,), int(ids[-1]))
         rows = []
-        for _ in range(config.length):
-            current = choose(stepper.step(current, layer_state), config.temperature, generator)
+        for t in range(config.length):
+            current = choose(stepper.step(current, layer_state), settings, u[t])
             rows.append(current.tolist())
     return ["".join(vocab.chars[r[s]] for r in rows) for s in range(n)]
 
 
-def _texts(model, vocab, prime: str, config: SamplingConfig) -> list[str]:
-    rows = [ids.tolist() for ids in generate(model, vocab, prime, config)]
-    return ["".join(vocab.chars[r[s]] for r in rows) for s in range(config.num_samples)]
+def _texts(model, vocab, prime: str, config: SamplingConfig, max_rows: int | None = None) -> list[str]:
+    return [g.text for g in samples(Engine(model, vocab), prime, config, max_rows=max_rows)]
 
 
 def _long_prime(chars: int) -> str:
@@ -67,53 +71,52 @@ def test_long_prime_is_read_in_bounded_chunks_to_the_one_call_state(monkeypatch,
     prime = _long_prime(2000)
     calls: list[tuple[int, int]] = []
     hook = model.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
-    warmed = warm_up(model, vocab, prime)
+    start = Engine(model, vocab).start(prime)
     hook.remove()
     assert len(calls) == -(-1999 // 64) and all(c[0] == 1 and c[1] <= 64 for c in calls)
-    assert sum(c[1] for c in calls) == 1999 and warmed.first == vocab.index(prime[-1])
+    assert sum(c[1] for c in calls) == 1999 and start.first == vocab.index(prime[-1])
     with torch.inference_mode():
         _, state = model(vocab.encode(prime[:-1]).long().unsqueeze(0), model.init_state(1))
-    pairs = zip(warmed.state, state, strict=True) if cell == "lstm" else [(warmed.state, state)]
-    for chunked, whole in pairs:
-        torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    whole = Stepper(model).split_state(state)
+    for chunked, full in zip(start.state, whole, strict=True):
+        for a, b in zip(
+            chunked if cell == "lstm" else [chunked], full if cell == "lstm" else [full], strict=True
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     config = SamplingConfig(length=40, seed=2, num_samples=2)
     assert _texts(model, vocab, prime, config) == _one_call(model, vocab, prime, config)
 
 
-def test_samples_up_to_the_bound_are_the_text_generated_together():
+def test_samples_are_written_as_generated_with_separator_and_prime():
     model, vocab = _model_and_vocab()
     config = SamplingConfig(length=12, seed=3, num_samples=4)
     texts = _texts(model, vocab, "abc", config)
     out = io.StringIO()
-    write_samples(out, model, vocab, "abc", config, separator="\n--\n", max_rows=4)
+    write_samples(out, Engine(model, vocab), "abc", config, separator="\n--\n")
     assert out.getvalue() == "\n--\n".join("abc" + t for t in texts) + "\n"
     quiet = io.StringIO()
-    write_samples(quiet, model, vocab, "abc", config, separator="|", echo=False, max_rows=4)
+    write_samples(quiet, Engine(model, vocab), "abc", config, separator="|", echo=False)
     assert quiet.getvalue() == "|".join(texts) + "\n"
 
 
-def test_many_samples_come_in_batches_of_bounded_rows(monkeypatch):
+def test_many_samples_come_in_bounded_batches_and_each_is_its_own_stream(monkeypatch):
     model, vocab = _model_and_vocab()
-    asked: list[int] = []
-    real = charrnn.sample.generate
+    engine = Engine(model, vocab)
+    widths: list[int] = []
+    real = engine.stepper.step
 
-    def counting(model, vocab, prime, config, *args, **kwargs):
-        asked.append(config.num_samples)
-        return real(model, vocab, prime, config, *args, **kwargs)
+    def counting(ids, state):
+        widths.append(ids.numel())
+        return real(ids, state)
 
-    monkeypatch.setattr(charrnn.sample, "generate", counting)
+    monkeypatch.setattr(engine.stepper, "step", counting)
     config = SamplingConfig(length=10, seed=7, num_samples=7)
-    out = io.StringIO()
-    write_samples(out, model, vocab, "ab", config, separator="\n--\n", max_rows=3)
-    assert asked == [3, 3, 1]
-    samples = out.getvalue()[:-1].split("\n--\n")
-    assert len(samples) == 7 and all(s.startswith("ab") and len(s) == 12 for s in samples)
-    assert len(set(samples)) == 7  # one random stream across batches: no batch repeats another
-    again = io.StringIO()
-    write_samples(again, model, vocab, "ab", config, separator="\n--\n", max_rows=3)
-    assert again.getvalue() == out.getvalue()
-    first_batch = _texts(model, vocab, "ab", SamplingConfig(length=10, seed=7, num_samples=3))
-    assert samples[:3] == ["ab" + t for t in first_batch]
+    texts = [g.text for g in samples(engine, "ab", config, max_rows=3)]
+    assert max(widths) == 3 and sum(widths) == 7 * 10  # never more than 3 rows; each row its length
+    assert len(texts) == 7 and all(len(t) == 10 for t in texts) and len(set(texts)) == 7
+    # sample i is the same text whatever the batching and however many samples are asked for
+    assert texts == _texts(model, vocab, "ab", config, max_rows=7)
+    assert texts[:2] == _texts(model, vocab, "ab", SamplingConfig(length=10, seed=7, num_samples=2))
 
 
 def test_sample_zero_streams_before_the_others_are_written():
@@ -125,9 +128,11 @@ def test_sample_zero_streams_before_the_others_are_written():
             writes.append(s)
             return len(s)
 
-    write_samples(Recorder(), model, vocab, "ab", SamplingConfig(length=15, seed=1, num_samples=3), "cpu")
-    assert writes[0] == "ab" and all(len(piece) == 1 for piece in writes[1:16])
-    assert all(piece.startswith("\nab") and len(piece) == 18 for piece in writes[17:19])
+    engine = Engine(model, vocab)
+    engine.chunk = 4
+    write_samples(Recorder(), engine, "ab", SamplingConfig(length=15, seed=1, num_samples=3))
+    assert writes[0] == "ab" and [len(piece) for piece in writes[1:5]] == [4, 4, 4, 3]
+    assert all(piece.startswith("\nab") and len(piece) == 18 for piece in writes[5:7])
 
 
 def test_check_prime_names_unknown_characters_or_drops_them():
@@ -157,12 +162,15 @@ def _memorising_byte_model() -> tuple[CharRNN, Vocabulary]:
 def test_sample_text_keeps_multibyte_characters_whole():
     model, vocab = _memorising_byte_model()
     config = SamplingConfig(length=40, temperature=0, seed=1)
-    raw = bytes(int(ids[0]) for ids in generate(model, vocab, "é東", config))
-    expected = raw.decode("utf-8")  # the bytes are valid UTF-8 (strict decoding would raise otherwise)
-    assert len(expected) < len(raw)  # and hold multi-byte characters
-    text = sample_text(model, vocab, "é東", config)
-    assert text == expected and "\ufffd" not in text
-    assert "\ufffd" in "".join(vocab.decode(ids) for ids in generate(model, vocab, "é東", config))
+    pieces: list[str] = []
+    engine = Engine(model, vocab)
+    engine.chunk = 1  # one byte at a time: a character's bytes arrive in separate chunks
+    generated = next(samples(engine, "é東", config, stream_first=pieces.append))
+    text = "".join(pieces)
+    raw = text.encode("utf-8")
+    assert generated.symbols == len(raw) == 40 and len(text) < len(raw)  # multi-byte characters
+    assert "\ufffd" not in text and all(len(p) == 1 for p in pieces)  # each came out whole
+    assert sample_text(model, vocab, "é東", config) == text
     out = io.StringIO()
-    write_samples(out, model, vocab, "é東", config)
-    assert out.getvalue() == "é東" + expected + "\n"
+    write_samples(out, Engine(model, vocab), "é東", config)
+    assert out.getvalue() == "é東" + text + "\n"
