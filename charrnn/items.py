@@ -345,6 +345,7 @@ def corpus_matcher(checkpoint, delimiter: str, corpus: str | None = None, report
     on, which must still be there and unchanged. The corpus's novelty index comes from the cache (built
     there the first time)."""
     from charrnn.corpus import load_corpus
+    from charrnn.named_corpora import resolve
     from charrnn.novelty import ItemMatcher, load_index
 
     report = report or (lambda note: None)
@@ -358,7 +359,8 @@ def corpus_matcher(checkpoint, delimiter: str, corpus: str | None = None, report
         "report": report,
     }
     if corpus is not None:
-        loaded = load_corpus(corpus, **options)
+        path, name = resolve(corpus)
+        loaded = load_corpus(path, name, **options)
     else:
         spec = origin.get("spec")
         if not spec or spec == "-":
@@ -369,24 +371,29 @@ def corpus_matcher(checkpoint, delimiter: str, corpus: str | None = None, report
             )
             raise MissingResource(
                 f"the checkpoint does not say where its training corpus is ({why}); "
-                f"give the corpus with {setting_ref('corpus')} PATH",
+                f"pass the corpus to compare with as {setting_ref('corpus')}",
                 "corpus",
             )
         try:
+            path, name = resolve(spec)
             loaded = load_corpus(
-                spec, include=origin.get("include") or (), exclude=origin.get("exclude") or (), **options
+                path,
+                name,
+                include=origin.get("include") or (),
+                exclude=origin.get("exclude") or (),
+                **options,
             )
         except CharrnnError as e:
             raise MissingResource(
                 f"cannot read the training corpus {spec} ({e}); "
-                f"give the corpus with {setting_ref('corpus')} PATH",
+                f"pass the corpus to compare with as {setting_ref('corpus')}",
                 "corpus",
             ) from None
         if facts.sha256 and loaded.fingerprint != facts.sha256:
             raise BadInput(
                 f"the training corpus {spec} has changed since the model was trained ({len(loaded):,} "
-                f"{loaded.vocab.unit}s now, {facts.chars or 0:,} then); give the corpus to compare with "
-                f"{setting_ref('corpus')} PATH",
+                f"{loaded.vocab.unit}s now, {facts.chars or 0:,} then); pass the corpus to compare with as "
+                f"{setting_ref('corpus')}",
                 "corpus",
             )
     ids = loaded.ids.numpy()

@@ -153,16 +153,11 @@ def test_the_readme_python_section_runs_as_written(tmp_path, small_text_file):
     assert blocks, "the README's Python section has no code"
     code = "\n".join(blocks).replace("max_steps=200", "max_steps=6")
     assert "max_steps=6" in code
-    (tmp_path / "charrnn").mkdir()
-    (tmp_path / "charrnn" / "model.py").write_text(small_text_file.read_text())
     (tmp_path / "README.md").write_text(small_text_file.read_text() * 3)
-    trained = invoke(
-        "train", small_text_file, "--out", tmp_path / "checkpoints" / "python-stdlib", *TINY_TRAIN_FLAGS
-    )
-    assert trained.exit_code == 0, trained.output
     script = tmp_path / "script" / "readme_example.py"  # not in the working folder, whose charrnn/ it shadows
     script.parent.mkdir()
     script.write_text(code)
     done = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip(), "the example printed nothing"
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("limit 6 ") and "kept " in done.stdout and "perplexity" in lines[-2]
