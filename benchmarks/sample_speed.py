@@ -3,10 +3,11 @@
     python benchmarks/sample_speed.py
 
 The reference feeds one character at a time through the fused module (embedding, nn.LSTM with T=1,
-linear, softmax, multinomial) in inference mode, carrying the state. charrnn is `charrnn.sample.generate`
-(its hand-stepped cell on the same weights). Both sample at temperature 1 from the same random weights, for
+linear, softmax, multinomial) in inference mode, carrying the state. charrnn is the generation engine as
+`charrnn sample` drives it (`charrnn.sample.samples`: its hand-stepped cell on the same weights, per-row
+random streams, text decoded per chunk). Both sample at temperature 1 from the same random weights, for
 1 stream and for 32 streams. The stepper's logits are also checked against the fused module. The int8
-column is `generate(..., quantize="int8")` (int8 recurrent weights, see charrnn/quantize.py); its loss cost
+column is the engine with `quantize="int8"` (int8 recurrent weights, see charrnn/quantize.py); its loss cost
 is measured by `benchmarks/quantize_cost.py` on a trained model.
 """
 
@@ -18,8 +19,9 @@ import time
 import torch
 from common import machine, median, table
 
+from charrnn.engine import CHUNK, Engine
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SamplingConfig, generate
+from charrnn.sample import SamplingConfig, samples
 from charrnn.stepper import Stepper
 from charrnn.vocab import Vocabulary
 
@@ -53,16 +55,20 @@ def bare_loop(model: CharRNN, streams: int, length: int) -> float:
 
 
 def charrnn_loop(model: CharRNN, streams: int, length: int, quantize: str = "none") -> float:
-    """Steady-state chars/s: clocked from the first generated character, so the one-off set-up (the
+    """Steady-state chars/s: clocked from the end of the first chunk, so the one-off set-up (the
     stepper's weight preparation: about 1 ms in float32, 40-60 ms for int8 at 2x512) is left out, as the
     bare loop's module copy is."""
-    config = SamplingConfig(length=length + 1, seed=0, num_samples=streams)
-    start = None
-    for ids in generate(model, VOCAB, "A", config, quantize=quantize):
-        ids.tolist()  # what the CLI does with every step
-        if start is None:
-            start = time.perf_counter()
-    return streams * length / (time.perf_counter() - start)
+    engine = Engine(model, VOCAB, "cpu", quantize)
+    config = SamplingConfig(length=length + CHUNK, seed=0, num_samples=streams)
+    clock: list[float] = []
+
+    def first_piece(piece: str) -> None:  # the end of the first chunk: the clock starts
+        if not clock:
+            clock.append(time.perf_counter())
+
+    for _ in samples(engine, "A", config, stream_first=first_piece):
+        pass
+    return streams * length / (time.perf_counter() - clock[0])
 
 
 def max_logit_error(model: CharRNN) -> float:
