@@ -35,6 +35,7 @@ from charrnn.engine import (
     Row,
     Sampling,
     Start,
+    Stops,
     Symbols,
     random_seed,
     row_key,
@@ -132,7 +133,7 @@ class ItemRow(Row):
         super().__init__(start, sampling, key)
         self.symbols = symbols
         self.delimiter = delimiter
-        self.ends = _Ends(delimiter, stops)
+        self.ends = Stops([delimiter, *stops])
         self.prefix = prefix
         self.cap = cap  # symbols an item may have (prefix included) before it is abandoned
         self.offer = offer
@@ -147,7 +148,7 @@ class ItemRow(Row):
         return self.cap + 1 - len(self.buffer)
 
     def take(self, ids: list[int], logprobs: list[float]) -> str:
-        scanned = max(len(self.buffer) - self.ends.longest + 1, self.given)
+        scanned = max(len(self.buffer) - self.ends.hold, self.given)  # no end lies wholly in the old buffer
         buffer = self.buffer + self.symbols.join(ids)
         lps = self.logprobs + logprobs
         at = 0
@@ -172,22 +173,6 @@ class ItemRow(Row):
             return RESTART
         self.buffer, self.logprobs = buffer[at:], lps[at:]
         return GO
-
-
-class _Ends:
-    """The delimiter and the stop strings: finds the one that ends first."""
-
-    def __init__(self, delimiter: str | bytes, stops: Sequence[str | bytes]):
-        self.all = [delimiter, *[s for s in stops if s != delimiter]]
-        self.longest = max(len(s) for s in self.all)
-
-    def first(self, symbols: str | bytes, start: int) -> tuple[int, str | bytes] | None:
-        best = None
-        for end in self.all:
-            at = symbols.find(end, start)
-            if at >= 0 and (best is None or at + len(end) < best[0] + len(best[1])):
-                best = (at, end)
-        return best
 
 
 def _digest(text: str) -> bytes:
