@@ -138,6 +138,8 @@ class _RowSettings:
     greedy: torch.Tensor | None  # (N,) bool: temperature 0; None when no row is greedy
     top_k: int | torch.Tensor | None
     top_p: float | torch.Tensor | None
+    plain: bool = False  # every row at temperature 1 without a filter: the model's own distribution
+    cold: bool = False  # a temperature so low that logits / temperature could overflow without a shift
 
     @classmethod
     def of(cls, settings: Sequence[Sampling], device: torch.device) -> _RowSettings:
@@ -155,25 +157,30 @@ class _RowSettings:
         else:
             top_p = torch.tensor([s.top_p or 1.0 for s in settings], device=device)
         mask = torch.tensor(greedy, device=device) if any(greedy) else None
-        return cls(temps, mask, top_k, top_p)
+        plain = all(s.temperature == 1 and s.top_k is None and s.top_p in (None, 1.0) for s in settings)
+        cold = any(s.temperature < 1e-3 for s in settings)
+        return cls(temps, mask, top_k, top_p, plain, cold)
 
 
-def choose(logits: torch.Tensor, rows: _RowSettings, u: torch.Tensor) -> torch.Tensor:
-    """One next-symbol id per row of `logits` (N, V), drawn at the rows' uniforms `u` (N,)."""
+def choose(logits: torch.Tensor, rows: _RowSettings, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One next-symbol id per row of `logits` (N, V), drawn at the rows' uniforms `u` (N,) in [0, 1), and
+    its log-probability under the model (temperature 1, unfiltered)."""
     logits = logits.float()
-    scaled = (logits - logits.max(dim=-1, keepdim=True).values) / rows.temperature
-    scaled = filter_logits(scaled, rows.top_k, rows.top_p)
-    probs = torch.softmax(scaled, dim=-1)
-    cdf = torch.cumsum(probs, dim=-1)
-    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-    ids = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.size(-1) - 1)
-    # rounding can land on a symbol the filter removed (the last one): take the most likely instead
-    bad = probs.gather(1, ids.unsqueeze(1)).squeeze(1) <= 0
-    best = logits.argmax(dim=-1)
-    ids = torch.where(bad, best, ids)
+    logp = torch.log_softmax(logits, dim=-1)
+    if rows.plain:
+        probs = logp.exp()
+    else:
+        scaled = logits - logits.max(dim=-1, keepdim=True).values if rows.cold else logits
+        probs = torch.softmax(filter_logits(scaled / rows.temperature, rows.top_k, rows.top_p), dim=-1)
+    cdf = probs.cumsum_(dim=-1)
+    total = cdf[:, -1:]
+    # the first symbol whose cumulative probability passes u * total; kept strictly below the total, so
+    # the symbol found always has a probability above 0 (never one the filter removed)
+    target = torch.minimum(u.to(cdf.dtype).unsqueeze(1) * total, total * (1 - 2**-20))
+    ids = torch.searchsorted(cdf, target, right=True).squeeze(1)
     if rows.greedy is not None:
-        ids = torch.where(rows.greedy, best, ids)
-    return ids
+        ids = torch.where(rows.greedy, logits.argmax(dim=-1), ids)
+    return ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1)
 
 
 # ---- the symbols of a vocabulary -----------------------------------------------------------------------
@@ -516,16 +523,14 @@ class Engine:
             steps = max(1, min(self.chunk, max(r.budget() for r in rows)))
             keys = np.array([r.key for r in rows], dtype=np.uint64)
             draws = np.array([r.draws for r in rows], dtype=np.uint64)
-            u = torch.from_numpy(uniforms(keys, draws, steps)).to(self.device)
+            u = torch.from_numpy(uniforms(keys, draws, steps).astype(np.float32)).to(self.device)
             n = len(rows)
             ids = torch.empty(steps, n, dtype=torch.long, device=self.device)
             lps = torch.empty(steps, n, dtype=torch.float32, device=self.device)
             current, state, settings = self._current, self._state, self._settings
             for t in range(steps):
-                logits = self.stepper.step(current, state).float()
-                current = choose(logits, settings, u[t])
+                current, lps[t] = choose(self.stepper.step(current, state), settings, u[t])
                 ids[t] = current
-                lps[t] = torch.log_softmax(logits, dim=-1).gather(1, current.unsqueeze(1)).squeeze(1)
             self._current = current
             by_row, lp_by_row = ids.t().tolist(), lps.t().tolist()
             keep = []

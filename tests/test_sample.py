@@ -10,7 +10,7 @@ from charrnn.vocab import Vocabulary
 
 def _choose(logits, temperature, generator, top_k=None, top_p=None):
     rows = _RowSettings.of([Sampling(temperature, top_k, top_p)] * logits.size(0), torch.device("cpu"))
-    return choose(logits, rows, torch.rand(logits.size(0), generator=generator, dtype=torch.float64))
+    return choose(logits, rows, torch.rand(logits.size(0), generator=generator, dtype=torch.float64))[0]
 
 
 def _model_and_vocab():
@@ -79,9 +79,8 @@ def test_rows_with_different_settings_in_one_batch_each_follow_their_own():
     logits = torch.tensor([[1.0, 4.0, 3.0, 2.0]]).expand(3000, 4)
     settings = [Sampling(0.0), Sampling(5.0, top_k=2), Sampling(5.0, top_p=0.3)] * 1000
     rows = _RowSettings.of(settings, torch.device("cpu"))
-    ids = choose(
-        logits, rows, torch.rand(3000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    )
+    u = torch.rand(3000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ids, _ = choose(logits, rows, u)
     assert set(ids[0::3].tolist()) == {1}  # greedy
     assert set(ids[1::3].tolist()) == {1, 2}  # top-2
     assert set(ids[2::3].tolist()) == {1}  # at temperature 5 the best has about 0.35 >= 0.3 alone
@@ -91,7 +90,7 @@ def test_a_symbol_the_filter_removed_is_never_drawn_even_at_the_top_of_the_range
     logits = torch.tensor([[0.0, 5.0, 0.0]]).expand(3, 3)
     rows = _RowSettings.of([Sampling(1.0, top_k=1)] * 3, torch.device("cpu"))
     u = torch.tensor([0.0, 0.5, 1.0 - 2**-53], dtype=torch.float64)
-    assert choose(logits, rows, u).tolist() == [1, 1, 1]
+    assert choose(logits, rows, u)[0].tolist() == [1, 1, 1]
 
 
 @pytest.mark.parametrize(
