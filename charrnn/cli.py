@@ -479,7 +479,11 @@ def sample(
         stops,
         length,
     )
-    write_items(sys.stdout, run, as_json)
+    try:
+        write_items(sys.stdout, run, as_json)
+    except KeyboardInterrupt:
+        err.print(run.counts.summary(), markup=False, highlight=False)  # what it had when stopped
+        raise
     if not run.counts.complete:
         _error(run.counts.summary() + "; loosen the filters, raise --max-tries or train the model longer")
         raise typer.Exit(1)

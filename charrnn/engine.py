@@ -29,6 +29,7 @@ Shapes: N active rows, L layers, H hidden, V vocabulary, K steps in a chunk.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -70,8 +71,6 @@ def row_key(seed: int, index: int = 0) -> int:
 
 def random_seed() -> int:
     """A seed from the operating system, for runs not given one."""
-    import os
-
     return int.from_bytes(os.urandom(8), "little") >> 1
 
 

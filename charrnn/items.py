@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from charrnn.engine import (
-    DONE,
     GO,
     RESTART,
     Engine,
@@ -409,4 +408,4 @@ def write_items(out, run: ItemRun, as_json: bool = False) -> None:
         out.flush()
 
 
-__all__ = ["DONE", "ItemCounts", "ItemFilters", "ItemRun", "write_items"]
+__all__ = ["ItemCounts", "ItemFilters", "ItemRun", "write_items"]
