@@ -79,7 +79,12 @@ def checkpoint_info(checkpoint: Checkpoint) -> dict:
         "level": checkpoint.level,
         "vocab_size": len(vocab),
         "vocab": vocab.to_list(),
-        "corpus": {"name": corpus.name, "size": corpus.chars, "sha256": corpus.sha256},
+        "corpus": {
+            "name": corpus.name,
+            "size": corpus.chars,
+            "sha256": corpus.sha256,
+            "source": corpus.origin.get("spec"),
+        },
         "steps": step,
         "epochs": epochs,
         "training_time": _finite(progress.elapsed) if progress else None,
@@ -133,6 +138,7 @@ def info_panel(info: dict) -> Panel:
         row("", Text(shown + (f" ... and {more:,} more" if more > 0 else ""), style="cyan"))
     corpus = info["corpus"]
     row("corpus", _or_unknown(corpus["name"]))
+    row("  read from", _or_unknown(corpus["source"]))
     row("  size", _or_unknown(corpus["size"], lambda n: f"{n:,} {unit}s"))
     row("  fingerprint", _or_unknown(corpus["sha256"], lambda h: f"sha256 {h}"))
     row("steps", _or_unknown(info["steps"], lambda n: f"{n:,}"))

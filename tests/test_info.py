@@ -49,6 +49,7 @@ def test_json_round_trips_and_matches_the_checkpoint(run):
         "name": "small",
         "size": blob.corpus.chars,
         "sha256": blob.corpus.sha256,
+        "source": str((run.parent / "small.txt").resolve()),
     }
     assert info["level"] == "char" and info["format_version"] == 2 and info["resumable"]
     assert info["file_size"] == (run / "best.pt").stat().st_size
@@ -111,7 +112,7 @@ def test_an_old_checkpoint_without_level_corpus_or_history(run, tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["format_version"] == 1 and info["level"] == "char" and not info["resumable"]
-    assert info["corpus"] == {"name": None, "size": None, "sha256": None}
+    assert info["corpus"] == {"name": None, "size": None, "sha256": None, "source": None}
     assert info["steps"] is None and info["best_val_loss"] is None and info["evaluations"] == 0
     panel = invoke("info", tmp_path / "old.pt")
     assert panel.exit_code == 0, panel.output
