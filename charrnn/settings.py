@@ -176,10 +176,14 @@ def check_given(given: Mapping[str, Any]) -> dict[str, Any]:
         if name == "max_time" and isinstance(value, str):
             value = parse_duration(value)
         elif name == "max_time" and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf
         ):
-            raise BadSetting(f"{setting_ref(name)} {value!r} must be a duration above zero", setting=name)
+            raise BadSetting(
+                f"{setting_ref(name)} {value!r} must be a finite duration above zero", setting=name
+            )
         elif name == "scheduled_sampling":
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)
             value = parse_schedule(value if isinstance(value, str) else ":".join(map(str, value))).to_list()
         elif setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

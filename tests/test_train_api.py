@@ -198,3 +198,12 @@ def test_the_options_are_the_command_lines():
     assert own.keys() == request.keys()
     assert all(own[k] == request[k] or (list(own[k]) == request[k] == []) for k in own)
     assert set(option_names()) == set(own) | set(session.BY_NAME)
+
+
+def test_a_non_finite_time_budget_is_refused_and_a_number_is_a_schedule():
+    from charrnn.settings import check_given
+
+    for value in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(BadSetting, match="max_time"):
+            check_given({"max_time": value})
+    assert check_given({"scheduled_sampling": 0.2}) == {"scheduled_sampling": [0.2, 0.2]}
