@@ -152,7 +152,7 @@ def test_an_unknown_option_like_none_is_named_alone(tmp_path):
         ({"lr": 0}, "lr", "lr 0.0 must be above 0"),
         ({"cell": "transformer"}, "cell", "cell 'transformer': choose one of"),
         ({"max_time": "ten minutes"}, "max_time", "max_time 'ten minutes' is not a duration"),
-        ({"max_time": -5}, "max_time", "max_time -5 must be a duration above zero"),
+        ({"max_time": -5}, "max_time", "max_time -5 must be a finite duration above zero"),
         ({"scheduled_sampling": 2}, "scheduled_sampling", "scheduled_sampling"),
         ({"level": "word"}, "level", "level 'word': choose char or byte"),
         ({"backend": "mpi"}, "backend", "backend 'mpi': choose auto, gloo or nccl"),
