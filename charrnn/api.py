@@ -20,10 +20,13 @@ import torch
 
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.device import pick_device
-from charrnn.engine import Engine, Generated, TextRow, check_prime, random_seed, row_key
+from charrnn.engine import Engine, Generated, TextRow, check_prime, random_seed, row_key, stop_symbols
+from charrnn.errors import BadSetting
 from charrnn.evaluate import Score, score_text
 from charrnn.items import ItemCounts, ItemFilters, ItemRun, corpus_matcher
-from charrnn.sample import SamplingConfig, samples
+from charrnn.sample import SamplingConfig, check_length, samples
+
+MAX_SAMPLES = 1_000_000  # samples() holds them all
 
 Stop = str | Sequence[str]
 
@@ -103,6 +106,8 @@ class Model:
         stop: Stop | None = None,
     ) -> list[Generated]:
         """`n` samples from one prime, generated together (`charrnn sample --num-samples n --json`)."""
+        if not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+            raise BadSetting(f"n must be a whole number from 1 to {MAX_SAMPLES:,}, not {n!r}", "n")
         prime = check_prime(self.vocab, prime)
         config = self._config(length, temperature, top_k, top_p, seed, stop, n)
         return list(samples(self.engine, prime, config))
@@ -120,6 +125,7 @@ class Model:
         """`generate`'s text piece by piece, as it is written."""
         prime = check_prime(self.vocab, prime)
         config = self._config(length, temperature, top_k, top_p, seed, stop)
+        check_length(length)
         pieces: list[str] = []
         engine = self.engine
         row = TextRow(
@@ -128,7 +134,7 @@ class Model:
             row_key(seed if seed is not None else random_seed(), 0),
             engine.symbols,
             length,
-            [engine.symbols.encode(s, "stop") for s in config.stop],
+            stop_symbols(engine.symbols, config.stop),
             on_text=pieces.append,
             keep=False,
         )
@@ -164,6 +170,7 @@ class Model:
         fewer than `n` after `max_tries` (default 50 x n) tries, the list is shorter: `counts` says why."""
         filters = ItemFilters(min_chars, max_chars, unique, novel, max_overlap)
         filters.check()
+        self.engine.symbols.encode(delimiter, "delimiter")  # before the corpus is read for the filters
         prime = check_prime(self.vocab, prime) if prime is not None else None
         matcher = None
         if filters.needs_corpus:

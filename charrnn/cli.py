@@ -463,6 +463,7 @@ def sample(
     delim = _unescaped(delimiter if delimiter is not None else "\\n", "--delimiter")
     filters = ItemFilters(1 if min_chars is None else min_chars, max_chars, unique, novel, max_overlap)
     filters.check()
+    engine.symbols.encode(delim, "delimiter")  # before the corpus is read for the filters
     matcher = None
     if filters.needs_corpus:
         matcher = corpus_matcher(blob, delim, corpus, report=lambda note: err.print(note, markup=False))

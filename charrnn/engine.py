@@ -43,7 +43,7 @@ from charrnn.quantize import make_stepper
 from charrnn.vocab import Vocabulary
 
 CHUNK = 16  # steps between the rows' bookkeeping: the streaming latency, and the Python cost amortised
-MAX_STOP_CHARS = 1000  # the longest stop string (or delimiter) a row accepts
+MAX_STOP_CHARS = 200  # the longest stop string (or delimiter) a row accepts
 MAX_STOPS = 32  # stop strings per row
 
 GO, DONE, RESTART = "go", "done", "restart"
@@ -222,6 +222,14 @@ class Symbols:
         return text
 
 
+def stop_symbols(symbols: Symbols, stops: Sequence[str]) -> list[str | bytes]:
+    """The stop strings in symbol form, checked: at most MAX_STOPS, none empty, each one the model can
+    write."""
+    if len(stops) > MAX_STOPS:
+        raise BadSetting(f"give at most {MAX_STOPS} {setting_ref('stop')} strings, not {len(stops)}", "stop")
+    return [symbols.encode(stop, "stop") for stop in stops]
+
+
 class Stops:
     """A set of stop strings in symbol form: finds the first place the text contains one, and how much
     of a text's end could still become the start of one (and so must be held back)."""
@@ -233,23 +241,29 @@ class Stops:
     def __bool__(self) -> bool:
         return bool(self.stops)
 
-    def first(self, symbols: str | bytes, start: int = 0) -> tuple[int, str | bytes] | None:
-        """(where, stop) of the stop that ends first in symbols[start:] (the longest of those ending there),
-        or None."""
+    def first(self, symbols: str | bytes, start: int = 0, after: int = 0) -> tuple[int, str | bytes] | None:
+        """(where, stop) of the stop that ends first among those lying in symbols[start:] and ending
+        beyond position `after` (the longest of those ending there), or None."""
         best = None
         for stop in self.stops:
-            at = symbols.find(stop, start)
+            at = symbols.find(stop, max(start, after - len(stop) + 1))
             if at >= 0 and (best is None or at + len(stop) < best[0] + len(best[1])):
                 best = (at, stop)
         return best
 
     def held(self, symbols: str | bytes) -> int:
-        """The length of the longest end of `symbols` that is the beginning of a stop string."""
-        for n in range(min(self.hold, len(symbols)), 0, -1):
-            tail = symbols[-n:]
-            if any(stop.startswith(tail) for stop in self.stops):
-                return n
-        return 0
+        """The length of the longest end of `symbols` that is the beginning of a stop string (looked for
+        only where a stop's first symbol occurs, so long stop strings cost little)."""
+        n, best = len(symbols), 0
+        for stop in self.stops:
+            head = stop[:1]
+            at = symbols.find(head, max(0, n - len(stop) + 1))
+            while at >= 0 and n - at > best:
+                if stop.startswith(symbols[at:]):
+                    best = n - at
+                    break
+                at = symbols.find(head, at + 1)
+        return best
 
 
 # ---- rows ----------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from charrnn.engine import (
     Symbols,
     random_seed,
     row_key,
+    stop_symbols,
 )
 from charrnn.errors import BadInput, BadSetting, CharrnnError, MissingResource, setting_ref
 
@@ -46,6 +47,7 @@ MAX_TRIES_PER_ITEM = 50  # the default --max-tries is this many per item asked f
 MAX_TRIES = 10_000_000
 VERDICT_CACHE = 1 << 20  # distinct rejected items whose verdict is remembered
 MAX_STREAMS = 512
+MAX_ITEM_CHARS = 100_000  # the longest item (--max-chars, or the --length cap)
 
 
 @dataclass
@@ -140,38 +142,49 @@ class ItemRow(Row):
 
     def _reset(self) -> None:
         self.buffer = self.prefix  # the unfinished item's symbols
-        self.logprobs: list[float] = [0.0] * len(self.prefix)  # the prefix was given, not generated
-        self.given = len(self.prefix)
+        self.given = len(self.prefix)  # how many of them came from the prime, not the model
+        self.logprob = 0.0  # of the generated ones
 
     def budget(self) -> int:
-        return self.cap + 1 - len(self.buffer)
+        # the item is abandoned once it has cap symbols and room for all but the last of an end's
+        return self.cap + self.ends.hold + 1 - len(self.buffer)
 
     def take(self, ids: list[int], logprobs: list[float]) -> str:
-        scanned = max(len(self.buffer) - self.ends.hold, self.given)  # no end lies wholly in the old buffer
+        """Cut the new symbols into items. Where an item ends, or is abandoned, depends only on this
+        row's symbols (not on where chunks begin), and a restart gives back the random draws of the
+        symbols it drops, so a row's items do not depend on which rows share its batch."""
+        old = len(self.buffer)
         buffer = self.buffer + self.symbols.join(ids)
-        lps = self.logprobs + logprobs
-        at = 0
+        at, given, carried = 0, self.given, self.logprob
+        start = max(0, old - self.ends.hold)  # an end may begin in the old symbols (or the prime's)
+        cap, limit_room = self.cap, self.cap + self.ends.hold + 1
         while True:
-            hit = self.ends.first(buffer, max(scanned, at))
-            if hit is None or hit[0] - at > self.cap:
-                break
-            where, end = hit
-            stop = buffer[where : where + len(end)]
-            generated = where + len(end) - at - self.given
-            text = self.symbols.text(buffer[at:where])
-            finish = "delimiter" if stop == self.delimiter else "stop"
-            logprob = math.fsum(lps[at + self.given : where + len(end)])
-            self.offer(Generated(text, generated, logprob, finish))
-            at, self.given = where + len(end), 0
-            if finish == "stop":
-                self._reset()
-                return RESTART
-        if len(buffer) - at > self.cap:  # past the cap without an end: abandoned
-            self.offer(None)
-            self._reset()
-            return RESTART
-        self.buffer, self.logprobs = buffer[at:], lps[at:]
+            limit = at + limit_room  # no end complete by here: the item is past the cap
+            hit = self.ends.first(buffer, max(start, at), after=old)
+            end_at = hit[0] + len(hit[1]) if hit is not None else None
+            if hit is None or end_at > limit or hit[0] - at > cap:
+                stop_at = limit if hit is None or end_at > limit else end_at
+                if stop_at > len(buffer):
+                    break  # neither ended nor past the cap yet
+                self.offer(None)  # abandoned: too long
+                return self._restart(ids, stop_at - old)
+            where = hit[0]
+            lp = math.fsum(logprobs[max(at, old) - old : end_at - old]) + (carried if at == 0 else 0.0)
+            generated = end_at - at - (given if at == 0 else 0)
+            finish = "delimiter" if hit[1] == self.delimiter else "stop"
+            self.offer(Generated(self.symbols.text(buffer[at:where]), generated, lp, finish))
+            at = end_at
+            if finish == "stop":  # the state is not at an item boundary
+                return self._restart(ids, end_at - old)
+        self.logprob = (carried if at == 0 else 0.0) + math.fsum(logprobs[max(at, old) - old :])
+        self.given = given if at == 0 else 0
+        self.buffer = buffer[at:]
         return GO
+
+    def _restart(self, ids: list[int], used: int) -> str:
+        self.draws -= len(ids) - used  # the dropped symbols' draws are drawn again
+        self._reset()
+        return RESTART
 
 
 def _digest(text: str) -> bytes:
@@ -204,6 +217,14 @@ class ItemRun:
             )
         filters = filters or ItemFilters()
         filters.check()
+        for name, value in (("length", length), ("max_chars", filters.max_chars)):
+            if value is not None and value > MAX_ITEM_CHARS:
+                raise BadSetting(
+                    f"{setting_ref(name)} {value:,} is above {MAX_ITEM_CHARS:,}, the longest item written",
+                    name,
+                )
+        if not isinstance(length, int) or length < 1:
+            raise BadSetting(f"{setting_ref('length')} must be a whole number >= 1, not {length!r}", "length")
         if max_tries is None:
             max_tries = min(MAX_TRIES, MAX_TRIES_PER_ITEM * n)
         if not isinstance(max_tries, int) or not 1 <= max_tries <= MAX_TRIES:
@@ -222,7 +243,7 @@ class ItemRun:
         self.counts = ItemCounts(n)
         self.delimiter = delimiter
         delim = symbols.encode(delimiter, "delimiter")
-        stop_symbols = [symbols.encode(s, "stop") for s in stops]
+        stop_list = stop_symbols(symbols, stops)
         prime = delimiter if prime is None else prime
         start = engine.start(prime)
         prime_symbols = prime.encode("utf-8") if symbols.is_bytes else prime
@@ -244,7 +265,7 @@ class ItemRun:
                 row_key(seed, i),
                 symbols,
                 delim,
-                stop_symbols,
+                stop_list,
                 prefix,
                 cap,
                 self._candidates.append,

@@ -25,6 +25,7 @@ from charrnn.engine import (
     filter_logits,
     random_seed,
     row_key,
+    stop_symbols,
 )
 from charrnn.errors import BadSetting, setting_ref
 from charrnn.model import CharRNN
@@ -54,7 +55,7 @@ class SamplingConfig:
         return Sampling(self.temperature, self.top_k, self.top_p)
 
 
-def _check_length(length: int) -> None:
+def check_length(length: int) -> None:
     if not isinstance(length, int) or not 1 <= length <= MAX_LENGTH:
         raise BadSetting(f"{setting_ref('length')} must be a whole number from 1 to {MAX_LENGTH:,}", "length")
 
@@ -71,11 +72,11 @@ def samples(
     `stream_first` receives sample 0's text as it is written (its `Generated.text` is then empty: the
     text was given away piece by piece). What is held is the rows being written and the finished samples
     waiting for an earlier one: at most 2 x `max_rows` (default MAX_SAMPLE_ROWS) texts."""
-    _check_length(config.length)
+    check_length(config.length)
     bound = max_rows or MAX_SAMPLE_ROWS
     start = engine.start(prime)
     sampling = config.sampling
-    stops = [engine.symbols.encode(s, "stop") for s in config.stop]
+    stops = stop_symbols(engine.symbols, config.stop)
     seed = config.seed if config.seed is not None else random_seed()
     finished: dict[int, Generated] = {}
     mine: list[TextRow] = []

@@ -213,6 +213,7 @@ def test_give_up_path_prints_what_it_kept_and_exits_1(names_run, tmp_path):
         (["--items", "0"], 2, "--items"),
         (["--stop", ""], 1, "--stop must not be empty"),
         (["--items", "3", "--delimiter", ""], 1, "--delimiter must not be empty"),
+        (["--items", "3", "--novel", "--delimiter", ""], 1, "--delimiter must not be empty"),
         (["--items", "3", "--min-chars", "5", "--max-chars", "3"], 1, "--min-chars 5 is above --max-chars 3"),
         (["--items", "3", "--max-overlap", "0"], 2, "--max-overlap"),
         (["--unique"], 1, "--unique works on items"),
@@ -240,3 +241,76 @@ def test_row_keys_differ_for_each_sample_and_seed():
     keys = {row_key(s, i) for s in range(5) for i in range(50)}
     assert len(keys) == 250
     assert np.uint64(row_key(2**70, 3)) == np.uint64(row_key(2**70 % 2**64, 3))
+
+
+def _items_of_one_row(engine, cap: int, other_caps: list[int], count: int = 30) -> list:
+    """The first `count` candidates (None: abandoned) of one row with key row_key(3, 0), cut at '\\n\\n',
+    sharing its batch with rows of other caps (so chunks start and end elsewhere)."""
+    from charrnn.items import ItemRow
+
+    start, got = engine.start("\n\n"), []
+    mine = ItemRow(start, Sampling(), row_key(3, 0), engine.symbols, "\n\n", [], "", cap, got.append)
+    others = [
+        ItemRow(start, Sampling(0.7), row_key(9, i), engine.symbols, "\n\n", [], "", c, lambda _: None)
+        for i, c in enumerate(other_caps)
+    ]
+    for row in [*others, mine]:
+        engine.add(row)
+    while len(got) < count:
+        engine.advance()
+    engine.discard([mine, *others])
+    return [None if g is None else (g.text, g.symbols, round(g.logprob, 4)) for g in got[:count]]
+
+
+def test_an_item_rows_items_do_not_depend_on_its_batch_and_an_item_at_the_cap_is_kept():
+    engine = _engine(bias_newline=1.5)  # newlines often, so short paragraphs too
+    alone = _items_of_one_row(engine, 4, [])
+    assert alone == _items_of_one_row(engine, 4, [1, 7, 50])
+    assert any(item is not None and len(item[0]) == 4 for item in alone)  # exactly the cap: kept
+    assert all(item is None or len(item[0]) <= 4 for item in alone) and None in alone
+
+
+def test_a_delimiter_completed_after_the_primes_text_ends_the_first_item():
+    engine = _engine()
+    for seed in range(6):
+        run = ItemRun(engine, 20, prime="\n\nab\n", delimiter="\n\n", seed=seed, length=300)
+        items = [i.text for i in run]
+        assert all("\n\n" not in t for t in items)
+        assert sum(t.startswith("ab") for t in items) >= 1
+
+
+def test_an_items_logprob_is_scoring_it_after_the_prime_and_the_items_before_it():
+    import torch.nn.functional as F
+
+    engine = _engine()
+    items = list(ItemRun(engine, 6, seed=4, streams=1, filters=ItemFilters(min_chars=0)))
+    text = "\n" + "".join(i.text + "\n" for i in items)  # the prime, then each item and its delimiter
+    ids = engine.vocab.encode(text).long()
+    with torch.inference_mode():
+        logits, _ = engine.model(ids[None, :-1])
+    logp = F.log_softmax(logits[0].double(), dim=-1)
+    position = 0
+    for item in items:
+        n = len(item.text) + 1
+        expected = float(
+            logp[torch.arange(position, position + n), ids[position + 1 : position + 1 + n]].sum()
+        )
+        assert item.symbols == n and item.logprob == pytest.approx(expected, rel=1e-4, abs=1e-3)
+        position += n
+
+
+def test_items_from_a_byte_level_model_are_its_stream_cut_at_the_delimiter():
+    torch.manual_seed(0)
+    vocab = Vocabulary.for_bytes()
+    model = CharRNN(ModelConfig(vocab_size=256, layers=1, hidden=16, embedding=8)).eval()
+    allowed = [b for ch in "aé東\n" for b in ch.encode()]
+    with torch.no_grad():
+        bias = torch.full((256,), -1e4)
+        bias[allowed] = 0.0
+        model.head.bias.copy_(bias)
+    engine = Engine(model, vocab)
+    items = list(ItemRun(engine, 12, seed=1, streams=1, filters=ItemFilters(min_chars=0), length=400))
+    text = next(samples(engine, "\n", SamplingConfig(length=3000, seed=1))).text
+    assert [i.text for i in items] == text.split("\n")[:12]
+    assert any("é" in i.text or "東" in i.text for i in items)  # multi-byte characters came out whole
+    assert all(i.symbols == len((i.text + "\n").encode()) for i in items if "\ufffd" not in i.text)
