@@ -858,6 +858,79 @@ def corpora() -> None:
     _print_stdout(table)
 
 
+# ---- serve --------------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def serve(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoints (.pt files or run folders) to serve, each loaded once.")
+    ],
+    name: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The model's name in the API, one per checkpoint \\[default: its run folder's name]."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    quantize: Annotated[
+        Quantize, typer.Option(help="int8: generate with int8 recurrent weights.")
+    ] = Quantize.none,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHARRNN_API_KEY",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer KEY' on every endpoint but /health and the page.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Allow browser requests from this origin (repeatable; off by default)."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, max=4096, help="Completions generated together.")] = 64,
+    max_queue: Annotated[
+        int,
+        typer.Option(min=0, max=100_000, help="Requests waiting for room; more get 429 with Retry-After."),
+    ] = 256,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="The most characters one completion may ask for.")
+    ] = 4096,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log, no start-up line.")] = False,
+) -> None:
+    """Serve models over HTTP: OpenAI's /v1/completions (streaming too), /v1/models, /health, /metrics,
+    /generate, /v1/score, and a playground page at /.
+
+    Examples:
+
+      charrnn serve checkpoints/shakespeare
+
+      curl -N localhost:8000/v1/completions -H 'Content-Type: application/json'
+      -d '{"prompt": "ROMEO:", "max_tokens": 200, "stream": true}'
+    """
+    from charrnn.serve.run import ServeRequest
+    from charrnn.serve.run import serve as run_server
+
+    request = ServeRequest(
+        checkpoints=list(checkpoints),
+        names=list(name or []),
+        host=host,
+        port=port,
+        device=device.value,
+        quantize=quantize.value,
+        api_key=api_key or None,
+        cors_origins=tuple(cors_origin or ()),
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_tokens=max_tokens,
+        quiet=quiet,
+    )
+    run_server(request, note=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
+
+
 # ---- novelty ------------------------------------------------------------------------------------------
 @app.command()
 @handles_errors

@@ -138,6 +138,7 @@ class _RowSettings:
     top_k: int | torch.Tensor | None
     top_p: float | torch.Tensor | None
     plain: bool = False  # every row at temperature 1 without a filter: the model's own distribution
+    alternatives: int = 0  # the most likely symbols some row wants reported at each step
     cold: bool = False  # a temperature so low that logits / temperature could overflow without a shift
 
     @classmethod
@@ -161,9 +162,12 @@ class _RowSettings:
         return cls(temps, mask, top_k, top_p, plain, cold)
 
 
-def choose(logits: torch.Tensor, rows: _RowSettings, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One next-symbol id per row of `logits` (N, V), drawn at the rows' uniforms `u` (N,) in [0, 1), and
-    its log-probability under the model (temperature 1, unfiltered)."""
+def choose(
+    logits: torch.Tensor, rows: _RowSettings, u: torch.Tensor, alternatives: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """One next-symbol id per row of `logits` (N, V), drawn at the rows' uniforms `u` (N,) in [0, 1), its
+    log-probability under the model (temperature 1, unfiltered), and with `alternatives` > 0 the
+    log-probabilities and ids of each row's that many most likely symbols ((N, k) each)."""
     logits = logits.float()
     logp = torch.log_softmax(logits, dim=-1)
     if rows.plain:
@@ -179,7 +183,8 @@ def choose(logits: torch.Tensor, rows: _RowSettings, u: torch.Tensor) -> tuple[t
     ids = torch.searchsorted(cdf, target, right=True).squeeze(1)
     if rows.greedy is not None:
         ids = torch.where(rows.greedy, logits.argmax(dim=-1), ids)
-    return ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1)
+    tops = torch.topk(logp, min(alternatives, logp.size(-1)), dim=-1) if alternatives else None
+    return ids, logp.gather(1, ids.unsqueeze(1)).squeeze(1), tops
 
 
 # ---- the symbols of a vocabulary -----------------------------------------------------------------------
@@ -285,6 +290,10 @@ class Row:
         self.key = key % (1 << 64)
         self.draws = 0  # random numbers used so far
         self.tag: object = None  # whatever the row's owner uses to know it (a sample's number)
+        self.alternatives = 0  # how many most likely symbols (and their log-probabilities) to note per step
+
+    def note_alternatives(self, logprobs: list[list[float]], ids: list[list[int]]) -> None:
+        """Before `take`: each step's `alternatives` most likely symbols, for rows that asked."""
 
     def budget(self) -> int:
         """Steps this row may still need (a chunk is no longer than its rows' largest budget)."""
@@ -340,8 +349,13 @@ class TextRow(Row):
         on_text: Callable[[str], None] | None = None,
         keep: bool = True,
         on_done: Callable[[TextRow], None] | None = None,
+        alternatives: int = 0,
     ):
         super().__init__(start, sampling, key)
+        self.alternatives = alternatives
+        # with alternatives: per generated symbol (id, logprob, [(id, logprob) of the most likely ones])
+        self.trace: list[tuple[int, float, list[tuple[int, float]]]] | None = [] if alternatives else None
+        self._tops: tuple[list, list] | None = None
         self.symbols = symbols
         self.length = length
         self.stops = Stops(stops)
@@ -357,6 +371,18 @@ class TextRow(Row):
     def budget(self) -> int:
         return self.length - self.written
 
+    def note_alternatives(self, logprobs: list[list[float]], ids: list[list[int]]) -> None:
+        self._tops = (logprobs, ids)
+
+    def _trace(self, ids: list[int], logprobs: list[float], used: int) -> None:
+        if self.trace is None or self._tops is None:
+            return
+        top_lps, top_ids = self._tops
+        k = self.alternatives
+        for t in range(used):
+            self.trace.append((ids[t], logprobs[t], list(zip(top_ids[t][:k], top_lps[t][:k], strict=True))))
+        self._tops = None
+
     def take(self, ids: list[int], logprobs: list[float]) -> str:
         room = self.length - self.written
         ids, logprobs = ids[:room], logprobs[:room]
@@ -368,9 +394,11 @@ class TextRow(Row):
             used = at + len(stop) - before  # the chunk's symbols up to the stop's end
             self.written += used
             self.logprob += math.fsum(logprobs[:used])
+            self._trace(ids, logprobs, used)
             return self._end(text[:at], "stop")
         self.written += len(ids)
         self.logprob += math.fsum(logprobs)
+        self._trace(ids, logprobs, len(ids))
         if self.written >= self.length:
             return self._end(text, "length")
         hold = self.stops.held(text) if self.stops else 0
@@ -533,6 +561,7 @@ class Engine:
                 return
             if self._settings is None:
                 self._settings = _RowSettings.of([r.sampling for r in rows], self.device)
+                self._settings.alternatives = max(r.alternatives for r in rows)
             steps = max(1, min(self.chunk, max(r.budget() for r in rows)))
             keys = np.array([r.key for r in rows], dtype=np.uint64)
             draws = np.array([r.draws for r in rows], dtype=np.uint64)
@@ -541,14 +570,23 @@ class Engine:
             ids = torch.empty(steps, n, dtype=torch.long, device=self.device)
             lps = torch.empty(steps, n, dtype=torch.float32, device=self.device)
             current, state, settings = self._current, self._state, self._settings
+            k = settings.alternatives
+            top_lps = torch.empty(steps, n, k, device=self.device) if k else None
+            top_ids = torch.empty(steps, n, k, dtype=torch.long, device=self.device) if k else None
             for t in range(steps):
-                current, lps[t] = choose(self.stepper.step(current, state), settings, u[t])
+                current, lps[t], tops = choose(self.stepper.step(current, state), settings, u[t], k)
                 ids[t] = current
+                if tops is not None:
+                    top_lps[t], top_ids[t] = tops
             self._current = current
             by_row, lp_by_row = ids.t().tolist(), lps.t().tolist()
+            if k:  # (N, steps, k) as lists, for the rows that asked
+                top_lps, top_ids = top_lps.transpose(0, 1).tolist(), top_ids.transpose(0, 1).tolist()
             keep = []
             for i, row in enumerate(rows):
                 row.draws += steps
+                if k and row.alternatives:
+                    row.note_alternatives(top_lps[i], top_ids[i])
                 verdict = row.take(by_row[i], lp_by_row[i])
                 if verdict == RESTART:
                     self._restart(i, row)

@@ -80,7 +80,7 @@ def test_rows_with_different_settings_in_one_batch_each_follow_their_own():
     settings = [Sampling(0.0), Sampling(5.0, top_k=2), Sampling(5.0, top_p=0.3)] * 1000
     rows = _RowSettings.of(settings, torch.device("cpu"))
     u = torch.rand(3000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ids, _ = choose(logits, rows, u)
+    ids, _, _ = choose(logits, rows, u)
     assert set(ids[0::3].tolist()) == {1}  # greedy
     assert set(ids[1::3].tolist()) == {1, 2}  # top-2
     assert set(ids[2::3].tolist()) == {1}  # at temperature 5 the best has about 0.35 >= 0.3 alone

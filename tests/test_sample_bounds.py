@@ -43,7 +43,7 @@ def _one_call(model, vocab, prime: str, config: SamplingConfig) -> list[str]:
         current = torch.full((n,), int(ids[-1]))
         rows = []
         for t in range(config.length):
-            current, _ = choose(stepper.step(current, layer_state), settings, u[t].float())
+            current, _, _ = choose(stepper.step(current, layer_state), settings, u[t].float())
             rows.append(current.tolist())
     return ["".join(vocab.chars[r[s]] for r in rows) for s in range(n)]
 

@@ -1,0 +1,137 @@
+"""`charrnn serve`: load every checkpoint once, check the port, serve with uvicorn, stop promptly.
+
+A checkpoint that does not load, a name given twice, or a port in use is a one-line error before anything
+is served. SIGTERM or Ctrl-C: uvicorn stops accepting, every running completion ends at once with the text
+it has (finish "length"), and the process exits 0 within a few seconds.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from charrnn.api import Model
+from charrnn.checkpoint import load_checkpoint
+from charrnn.errors import BadSetting, MissingResource, setting_ref
+
+
+@dataclass
+class ServeRequest:
+    checkpoints: list[Path]
+    names: list[str]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    quantize: str = "none"
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_batch: int = 64
+    max_queue: int = 256
+    max_tokens: int = 4096
+    quiet: bool = False
+
+
+def model_name(path: Path) -> str:
+    """A checkpoint's default name: its run folder's (checkpoints/shakespeare/best.pt -> shakespeare)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return folder.resolve().name or path.stem
+
+
+def load_models(request: ServeRequest) -> dict[str, Model]:
+    if request.names and len(request.names) != len(request.checkpoints):
+        raise BadSetting(
+            f"give one {setting_ref('name')} per checkpoint ({len(request.checkpoints)}), or none", "name"
+        )
+    names = request.names or [model_name(p) for p in request.checkpoints]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadSetting(
+            f"two models would be called {twice[0]!r}; name them with {setting_ref('name')}", "name"
+        )
+    return {
+        name: Model(load_checkpoint(path), request.device, request.quantize)
+        for name, path in zip(names, request.checkpoints, strict=True)
+    }
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise MissingResource(
+                f"cannot listen on {host}:{port} ({e.strerror or e}); choose another {setting_ref('port')}",
+                "port",
+            ) from None
+
+
+def serve(request: ServeRequest, note=None) -> None:
+    """Serve until SIGTERM or Ctrl-C. `note` prints a line on stderr."""
+    try:
+        import uvicorn
+
+        from charrnn.serve.app import ServeOptions, create_app
+        from charrnn.serve.protocol import Limits
+    except ImportError as e:
+        raise MissingResource(
+            f"charrnn serve needs the serve extra ({e.name} is missing): pip install 'charrnn[serve]' "
+            "or bash scripts/setup.sh"
+        ) from None
+    note = note or (lambda line: print(line, file=sys.stderr))
+    check_port(request.host, request.port)
+    models = load_models(request)
+    if request.host not in ("127.0.0.1", "localhost", "::1") and not request.api_key:
+        note(
+            f"warning: serving on {request.host} without an API key: anyone who can reach this machine can "
+            "use it (set --api-key or CHARRNN_API_KEY)"
+        )
+    options = ServeOptions(
+        api_key=request.api_key,
+        cors_origins=list(request.cors_origins),
+        max_batch=request.max_batch,
+        max_queue=request.max_queue,
+        limits=Limits(max_tokens=request.max_tokens),
+    )
+    app = create_app(models, options)
+    config = uvicorn.Config(
+        app,
+        host=request.host,
+        port=request.port,
+        log_level="warning" if request.quiet else "info",
+        access_log=not request.quiet,
+        timeout_graceful_shutdown=3,
+        lifespan="on",
+    )
+    server = _PromptServer(config, app)
+    if not request.quiet:
+        names = ", ".join(models)
+        note(f"serving {names} on http://{request.host}:{request.port} (OpenAI API at /v1, playground at /)")
+    server.run()
+
+
+def _prompt_server_class():
+    import uvicorn
+
+    class PromptServer(uvicorn.Server):
+        """uvicorn's server, ending the running completions as soon as a stop signal comes, so streams
+        close with a finish reason instead of waiting out the graceful-shutdown timeout."""
+
+        def __init__(self, config, app):
+            super().__init__(config)
+            self.charrnn_app = app
+
+        def handle_exit(self, sig, frame) -> None:
+            workers = getattr(getattr(self.charrnn_app, "app", None), "state", None)
+            for worker in getattr(workers, "workers", {}).values():
+                worker.stop()
+            super().handle_exit(sig, frame)
+
+    return PromptServer
+
+
+def _PromptServer(config, app):  # noqa: N802 (a class made when uvicorn is importable)
+    return _prompt_server_class()(config, app)

@@ -1,0 +1,197 @@
+"""One worker thread per loaded model: it owns the model's generation engine and steps every active row.
+
+Requests (jobs) wait in a bounded queue and join the batch between chunks while fewer than `max_batch`
+rows are active; a row leaves the moment it finishes, and a job whose client went away is discarded at
+the next chunk. Each row's output goes back to the request's asyncio queue with
+`loop.call_soon_threadsafe`, so the event loop never waits on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from charrnn.api import Model
+from charrnn.engine import Sampling, TextRow, stop_symbols
+
+CHUNK = 4  # steps between a row's pieces of text: the server favours latency over the last few percent
+
+
+class Busy(Exception):
+    """The waiting queue is full: answer 429."""
+
+
+@dataclass
+class Choice:
+    """One completion a job asks for."""
+
+    index: int
+    prompt: str
+    key: int  # its random stream (engine.row_key)
+    row: TextRow | None = None
+    first_at: float | None = None  # when its first text came out
+    last_at: float | None = None  # when its latest text came out
+
+
+@dataclass
+class Job:
+    """One request: its choices, their settings, and where their events go."""
+
+    choices: list[Choice]
+    sampling: Sampling
+    length: int
+    stops: tuple[str, ...]
+    alternatives: int
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    created: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    cancelled: bool = False
+    remaining: int = 0
+
+    def send(self, event: tuple) -> None:
+        """From the worker thread: hand an event to the request's coroutine."""
+        if not self.cancelled:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Worker(threading.Thread):
+    def __init__(self, name: str, model: Model, max_batch: int, max_queue: int, metrics=None):
+        super().__init__(name=f"charrnn-worker-{name}", daemon=True)
+        self.model_name = name
+        self.model = model
+        self.engine = model.engine
+        self.engine.chunk = CHUNK
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self._waiting: deque[Job] = deque()
+        self._jobs: list[Job] = []  # admitted, not finished
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.failed: BaseException | None = None
+
+    # -- from the event loop
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if len(self._waiting) >= self.max_queue:
+                raise Busy
+            self._waiting.append(job)
+        self._wake.set()
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: its rows leave at the next chunk."""
+        job.cancelled = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End every running job now (each choice finishes with "length") and stop the thread."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self.engine.rows) + len(self.engine._joining)
+
+    # -- on the worker thread
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._admit()
+                self._drop_cancelled()
+                if not self.engine.active:
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                self.engine.advance()
+                if self.metrics is not None:
+                    self.metrics.update(self)
+        except BaseException as e:  # the server answers 503 from now on; the fault is logged
+            self.failed = e
+            raise
+        finally:
+            self._finish_all()
+
+    def _admit(self) -> None:
+        while self.running < self.max_batch:
+            with self._lock:
+                if not self._waiting:
+                    return
+                job = self._waiting.popleft()
+            if job.cancelled:
+                continue
+            try:
+                self._start(job)
+            except Exception as e:  # a prompt the checks let through but the model cannot read
+                job.send(("error", str(e)))
+
+    def _start(self, job: Job) -> None:
+        engine = self.engine
+        stops = stop_symbols(engine.symbols, job.stops)
+        job.started = time.perf_counter()
+        job.remaining = len(job.choices)
+        for choice in job.choices:
+            row = TextRow(
+                engine.start(choice.prompt),
+                job.sampling,
+                choice.key,
+                engine.symbols,
+                job.length,
+                stops,
+                on_text=lambda piece, c=choice: self._piece(job, c, piece),
+                keep=False,
+                on_done=lambda row, c=choice: self._done(job, c, row),
+                alternatives=job.alternatives,
+            )
+            choice.row = row
+            engine.add(row)
+        self._jobs.append(job)
+
+    def _piece(self, job: Job, choice: Choice, piece: str) -> None:
+        now = time.perf_counter()
+        if self.metrics is not None:
+            if choice.first_at is None:
+                self.metrics.first_text(now - job.created)
+            else:
+                self.metrics.gap((now - choice.last_at) / max(1, len(piece)))
+        if choice.first_at is None:
+            choice.first_at = now
+        choice.last_at = now
+        job.send(("text", choice.index, piece))
+
+    def _done(self, job: Job, choice: Choice, row: TextRow) -> None:
+        job.send(("done", choice.index, row.finish or "length", row.written, row.trace))
+        if self.metrics is not None:
+            self.metrics.generated(row.written)
+        job.remaining -= 1
+        if job.remaining == 0 and job in self._jobs:
+            self._jobs.remove(job)
+
+    def _drop_cancelled(self) -> None:
+        gone = [job for job in self._jobs if job.cancelled]
+        for job in gone:
+            self.engine.discard([c.row for c in job.choices if c.row is not None])
+            self._jobs.remove(job)
+            if self.metrics is not None:
+                self.metrics.disconnected()
+
+    def _finish_all(self) -> None:
+        """On shutdown: every running choice ends with the text it has ("length"); waiting jobs too."""
+        for job in list(self._jobs):
+            for choice in job.choices:
+                if choice.row is not None and choice.row.finish is None:
+                    job.send(("done", choice.index, "length", choice.row.written, choice.row.trace))
+            self.engine.discard([c.row for c in job.choices if c.row is not None])
+        self._jobs.clear()
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting:
+            job.send(("error", "the server is shutting down"))
