@@ -129,6 +129,11 @@ def _prompt_server_class():
             for worker in getattr(workers, "workers", {}).values():
                 worker.stop()
             super().handle_exit(sig, frame)
+            # uvicorn would raise the signal again once shut down (the process dying of it); a server
+            # stopped on purpose exits 0
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
 
     return PromptServer
 
