@@ -403,7 +403,13 @@ def create_app(models: dict[str, Model], options: ServeOptions | None = None) ->
             f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
             "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         )
-        return HTMLResponse(page.replace("{{nonce}}", nonce), headers={"Content-Security-Policy": csp})
+        headers = {
+            "Content-Security-Policy": csp,
+            "Cache-Control": "no-store",  # a fresh nonce per response
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        return HTMLResponse(page.replace("{{nonce}}", nonce), headers=headers)
 
     def startup() -> None:
         for worker in workers.values():
