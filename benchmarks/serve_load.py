@@ -16,15 +16,14 @@ The clients share the machine's cores with the server, as they would on a one-bo
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -88,21 +87,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def one_request(url: str, length: int, leave_after: int | None = None, seed: int | None = None) -> dict:
+async def one_request(client, url: str, length: int, leave_after: int | None = None) -> dict:
     """A streaming completion; times of its events. `leave_after`: close after that many text events."""
     body = {"prompt": PROMPT, "max_tokens": length, "stream": True, "temperature": 1.0}
-    if seed is not None:
-        body["seed"] = seed
     sent = time.perf_counter()
-    first = None
+    first = last = finish = None
     gaps: list[float] = []
-    last = None
-    chars = 0
-    finish = None
-    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as answer:
+    chars = events = 0
+    async with client.stream("POST", url + "/v1/completions", json=body, timeout=120) as answer:
         answer.raise_for_status()
-        events = 0
-        for line in answer.iter_lines():
+        async for line in answer.aiter_lines():
             if not line.startswith("data: {"):
                 continue
             choice = json.loads(line[6:])["choices"][0]
@@ -119,13 +113,8 @@ def one_request(url: str, length: int, leave_after: int | None = None, seed: int
                 finish = choice["finish_reason"]
             if leave_after is not None and events >= leave_after:
                 break
-    return {
-        "ttft": (first or time.perf_counter()) - sent,
-        "gaps": gaps,
-        "e2e": time.perf_counter() - sent,
-        "chars": chars,
-        "finish": finish,
-    }
+    end = time.perf_counter()
+    return {"ttft": (first or end) - sent, "gaps": gaps, "e2e": end - sent, "chars": chars, "finish": finish}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -135,25 +124,48 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def load_run(url: str, concurrency: int, requests: int, length: int) -> dict:
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(lambda _: one_request(url, length), range(requests)))
+def _client():
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    return httpx.AsyncClient(limits=limits, timeout=120)
+
+
+async def load_run(url: str, concurrency: int, requests: int, length: int) -> dict:
+    gate = asyncio.Semaphore(concurrency)
+    async with _client() as client:
+
+        async def one(_):
+            async with gate:
+                return await one_request(client, url, length)
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(requests)))
     return summarise(results, time.perf_counter() - start)
 
 
-def poisson_run(url: str, rate: float, requests: int, length: int) -> dict:
+async def poisson_run(url: str, rate: float, requests: int, length: int) -> dict:
     rng = random.Random(0)
-    threads, results = [], []
-    start = time.perf_counter()
-    for _ in range(requests):
-        thread = threading.Thread(target=lambda: results.append(one_request(url, length)))
-        thread.start()
-        threads.append(thread)
-        time.sleep(rng.expovariate(rate))
-    for thread in threads:
-        thread.join(timeout=300)
+    async with _client() as client:
+        start = time.perf_counter()
+        tasks = []
+        for _ in range(requests):
+            tasks.append(asyncio.create_task(one_request(client, url, length)))
+            await asyncio.sleep(rng.expovariate(rate))
+        results = await asyncio.gather(*tasks)
     return summarise(results, time.perf_counter() - start)
+
+
+async def churn_run(url: str) -> tuple[list[dict], float]:
+    """1,000 requests from 16 clients, one in ten leaving after its second event."""
+    gate = asyncio.Semaphore(16)
+    async with _client() as client:
+
+        async def one(i):
+            async with gate:
+                return await one_request(client, url, 40, 2 if i % 10 == 0 else None)
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(1000)))
+    return results, time.perf_counter() - start
 
 
 def summarise(results: list[dict], elapsed: float) -> dict:
@@ -220,26 +232,22 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 sys.exit("the server did not start")
             time.sleep(0.2)
-        one_request(url, 50)  # warm
+        asyncio.run(load_run(url, 1, 1, 50))  # warm
         rss_start = rss_mb(server.pid)
         rows = []
         figures = {}
         for concurrency in (1, 8, 32, 64):
             requests = max(4, concurrency * 2)
-            s = load_run(url, concurrency, requests, args.length)
+            s = asyncio.run(load_run(url, concurrency, requests, args.length))
             figures[concurrency] = s
             rows.append(_row(f"concurrency {concurrency}", s))
             print(rows[-1], flush=True)
         rate = 0.8 * figures[32]["rps"]
-        s = poisson_run(url, rate, 40, args.length)
+        s = asyncio.run(poisson_run(url, rate, 40, args.length))
         rows.append(_row(f"Poisson {rate:.1f} req/s", s))
         print(rows[-1], flush=True)
 
-        # 1,000 requests, 16 clients, one in ten leaving after its second event
-        start = time.perf_counter()
-        with ThreadPoolExecutor(16) as pool:
-            outcomes = list(pool.map(lambda i: one_request(url, 40, 2 if i % 10 == 0 else None), range(1000)))
-        churn = time.perf_counter() - start
+        outcomes, churn = asyncio.run(churn_run(url))
         finished = sum(1 for i, r in enumerate(outcomes) if i % 10 and r["finish"] in ("length", "stop"))
         deadline = time.monotonic() + 10
         while running_rows(url) != 0 and time.monotonic() < deadline:
@@ -252,9 +260,7 @@ def main() -> None:
 
     print()
     print(machine())
-    print(
-        f"2x{args.hidden} LSTM, random weights, 65 symbols, 256-char prompt, {args.length} chars each"
-    )
+    print(f"2x{args.hidden} LSTM, random weights, 65 symbols, 256-char prompt, {args.length} chars each")
     print(
         table(
             [

@@ -296,16 +296,28 @@ def create_app(models: dict[str, Model], options: ServeOptions | None = None) ->
                 for index, prompt in prompt_of.items():
                     yield chunk(index, prompt)
             while remaining:
-                item = await job.events.get()
-                if item[0] == "error":
-                    yield event(ApiError(503, item[1], type="server_error").body())
-                    break
-                if item[0] == "text":
-                    yield chunk(item[1], item[2])
-                else:
+                # everything that has arrived goes out in one write, each choice's text joined
+                batch = [await job.events.get()]
+                while not job.events.empty():
+                    batch.append(job.events.get_nowait())
+                out, texts, failed = [], {}, False
+                for item in batch:
+                    if item[0] == "error":
+                        failed = True
+                        out.append(event(ApiError(503, item[1], type="server_error").body()))
+                        break
+                    if item[0] == "text":
+                        texts[item[1]] = texts.get(item[1], "") + item[2]
+                        continue
+                    if item[1] in texts:
+                        out.append(chunk(item[1], texts.pop(item[1])))
                     remaining -= 1
                     written += item[3]
-                    yield chunk(item[1], "", item[2])
+                    out.append(chunk(item[1], "", item[2]))
+                out[:0] = [chunk(index, text) for index, text in texts.items()]
+                yield "".join(out)
+                if failed:
+                    break
             if req.include_usage:
                 yield event({**head, "choices": [], "usage": usage(model, req.prompts, written)})
             yield "data: [DONE]\n\n"
