@@ -39,7 +39,7 @@ from charrnn.api import Model
 from charrnn.engine import random_seed, row_key
 from charrnn.serve import protocol
 from charrnn.serve.protocol import ApiError, Limits, bad
-from charrnn.serve.worker import Busy, Choice, Job, Worker
+from charrnn.serve.worker import Busy, Choice, Driver, Job, Worker
 
 PLAYGROUND = Path(__file__).with_name("playground.html")
 OPEN_PATHS = ("/health", "/")  # no key needed: the page holds no data, its requests send the key
@@ -171,8 +171,12 @@ async def read_json(request: Request, limit: int):
         raise bad("the body is not valid JSON") from None
 
 
-def create_app(models: dict[str, Model], options: ServeOptions | None = None) -> Starlette:
-    """The app serving `models` (name -> api.Model); its workers start and stop with it."""
+def create_app(
+    models: dict[str, Model], options: ServeOptions | None = None, drive: bool = True
+) -> Starlette:
+    """The app serving `models` (name -> api.Model). `drive`: its workers are stepped by a thread of its own
+    that starts and stops with it; otherwise the caller runs `app.app.state.driver` (`charrnn serve` does,
+    on the main thread) and the app only stops it."""
     options = options or ServeOptions()
     limits = options.limits
     metrics = Metrics()
@@ -185,7 +189,7 @@ def create_app(models: dict[str, Model], options: ServeOptions | None = None) ->
 
     def worker_for(name: str) -> Worker:
         worker = workers[name]
-        if worker.failed is not None or not worker.is_alive():
+        if worker.failed is not None or not worker.alive:
             raise ApiError(
                 503, f"the model {name!r} is not available (its worker stopped)", type="server_error"
             )
@@ -400,7 +404,7 @@ def create_app(models: dict[str, Model], options: ServeOptions | None = None) ->
         return JSONResponse({"object": "list", "data": data})
 
     async def health(request: Request) -> Response:
-        down = [name for name, w in workers.items() if w.failed is not None or not w.is_alive()]
+        down = [name for name, w in workers.items() if w.failed is not None or not w.alive]
         body = {"status": "ok" if not down else "degraded", "models": list(models), "down": down}
         return JSONResponse(body, status_code=503 if down else 200)
 
@@ -423,15 +427,14 @@ def create_app(models: dict[str, Model], options: ServeOptions | None = None) ->
         }
         return HTMLResponse(page.replace("{{nonce}}", nonce), headers=headers)
 
+    driver = Driver(list(workers.values()))
+
     def startup() -> None:
-        for worker in workers.values():
-            worker.start()
+        if drive:
+            driver.start()
 
     def shutdown() -> None:
-        for worker in workers.values():
-            worker.stop()
-        for worker in workers.values():
-            worker.join(timeout=5)
+        driver.stop()
 
     routes = [
         Route("/", playground, methods=["GET"]),
@@ -484,6 +487,7 @@ def create_app(models: dict[str, Model], options: ServeOptions | None = None) ->
         exception_handlers={404: not_found, 405: not_found, ApiError: refused, Exception: fault},
     )
     app.state.workers = workers
+    app.state.driver = driver
     app.state.metrics = metrics
     return Guard(app, options.api_key, metrics)
 

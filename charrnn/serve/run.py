@@ -7,8 +7,10 @@ it has (finish "length"), and the process exits 0 within a few seconds.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def serve(request: ServeRequest, note=None) -> None:
         max_queue=request.max_queue,
         limits=Limits(max_tokens=request.max_tokens),
     )
-    app = create_app(models, options)
+    app = create_app(models, options, drive=False)
     config = uvicorn.Config(
         app,
         host=request.host,
@@ -106,37 +108,39 @@ def serve(request: ServeRequest, note=None) -> None:
         timeout_graceful_shutdown=3,
         lifespan="on",
     )
-    server = _PromptServer(config, app)
-    if not request.quiet:
-        names = ", ".join(models)
-        note(f"serving {names} on http://{request.host}:{request.port} (OpenAI API at /v1, playground at /)")
-    server.run()
+    server = uvicorn.Server(config)
+    driver = app.app.state.driver
+    stop = _stopper(server, driver)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def serve_http() -> None:
+        try:
+            server.run()
+        finally:
+            stop()  # the HTTP server ended (or never started): so does the driver
+
+    http = threading.Thread(target=serve_http, name="charrnn-http", daemon=True)
+    http.start()
+    try:
+        if not request.quiet:
+            where = f"http://{request.host}:{request.port}"
+            note(f"serving {', '.join(models)} on {where} (OpenAI API at /v1, playground at /)")
+        driver.run()  # on the main thread until a signal stops it (see worker.py for why)
+    finally:
+        stop()
+        http.join(timeout=10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if getattr(server, "startup_failed", False) or not server.started:
+        raise MissingResource(f"the server did not start on {request.host}:{request.port}")
 
 
-def _prompt_server_class():
-    import uvicorn
+def _stopper(server, driver):
+    """The handler of SIGINT/SIGTERM: every running completion ends now with the text it has, the HTTP
+    server stops accepting and finishes its responses (at most its graceful-shutdown timeout)."""
 
-    class PromptServer(uvicorn.Server):
-        """uvicorn's server, ending the running completions as soon as a stop signal comes, so streams
-        close with a finish reason instead of waiting out the graceful-shutdown timeout."""
+    def stop(*_args) -> None:
+        driver.stop(timeout=0)
+        server.should_exit = True
 
-        def __init__(self, config, app):
-            super().__init__(config)
-            self.charrnn_app = app
-
-        def handle_exit(self, sig, frame) -> None:
-            workers = getattr(getattr(self.charrnn_app, "app", None), "state", None)
-            for worker in getattr(workers, "workers", {}).values():
-                worker.stop()
-            super().handle_exit(sig, frame)
-            # uvicorn would raise the signal again once shut down (the process dying of it); a server
-            # stopped on purpose exits 0
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list):
-                captured.clear()
-
-    return PromptServer
-
-
-def _PromptServer(config, app):  # noqa: N802 (a class made when uvicorn is importable)
-    return _prompt_server_class()(config, app)
+    return stop
