@@ -39,6 +39,8 @@ import torch
 from charrnn.errors import BadInput, BadSetting, setting_ref
 from charrnn.evaluate import chunk_length
 from charrnn.model import CharRNN
+from charrnn.numpy_step import NUMPY_ROWS, NumpyStepper
+from charrnn.numpy_step import choose as numpy_choose
 from charrnn.quantize import make_stepper
 from charrnn.vocab import Vocabulary
 
@@ -452,6 +454,7 @@ class Engine:
         self.chunk = chunk
         self.symbols = Symbols(vocab)
         self.stepper = make_stepper(model, quantize)
+        self._numpy = NumpyStepper(self.stepper) if NumpyStepper.usable(self.stepper, self.device) else None
         self.rows: list[Row] = []
         self._joining: list[Row] = []
         self._state: list | None = None
@@ -565,23 +568,28 @@ class Engine:
             steps = max(1, min(self.chunk, max(r.budget() for r in rows)))
             keys = np.array([r.key for r in rows], dtype=np.uint64)
             draws = np.array([r.draws for r in rows], dtype=np.uint64)
-            u = torch.from_numpy(uniforms(keys, draws, steps).astype(np.float32)).to(self.device)
+            u_np = uniforms(keys, draws, steps).astype(np.float32)
             n = len(rows)
-            ids = torch.empty(steps, n, dtype=torch.long, device=self.device)
-            lps = torch.empty(steps, n, dtype=torch.float32, device=self.device)
             current, state, settings = self._current, self._state, self._settings
             k = settings.alternatives
-            top_lps = torch.empty(steps, n, k, device=self.device) if k else None
-            top_ids = torch.empty(steps, n, k, dtype=torch.long, device=self.device) if k else None
-            for t in range(steps):
-                current, lps[t], tops = choose(self.stepper.step(current, state), settings, u[t], k)
-                ids[t] = current
-                if tops is not None:
-                    top_lps[t], top_ids[t] = tops
-            self._current = current
-            by_row, lp_by_row = ids.t().tolist(), lps.t().tolist()
-            if k:  # (N, steps, k) as lists, for the rows that asked
-                top_lps, top_ids = top_lps.transpose(0, 1).tolist(), top_ids.transpose(0, 1).tolist()
+            plain_draw = settings.top_k is None and settings.top_p in (None, 1.0) and not k
+            if self._numpy is not None and n <= NUMPY_ROWS and plain_draw:
+                by_row, lp_by_row = self._numpy_chunk(steps, u_np)
+            else:
+                u = torch.from_numpy(u_np).to(self.device)
+                ids = torch.empty(steps, n, dtype=torch.long, device=self.device)
+                lps = torch.empty(steps, n, dtype=torch.float32, device=self.device)
+                top_lps = torch.empty(steps, n, k, device=self.device) if k else None
+                top_ids = torch.empty(steps, n, k, dtype=torch.long, device=self.device) if k else None
+                for t in range(steps):
+                    current, lps[t], tops = choose(self.stepper.step(current, state), settings, u[t], k)
+                    ids[t] = current
+                    if tops is not None:
+                        top_lps[t], top_ids[t] = tops
+                self._current = current
+                by_row, lp_by_row = ids.t().tolist(), lps.t().tolist()
+                if k:  # (N, steps, k) as lists, for the rows that asked
+                    top_lps, top_ids = top_lps.transpose(0, 1).tolist(), top_ids.transpose(0, 1).tolist()
             keep = []
             for i, row in enumerate(rows):
                 row.draws += steps
@@ -594,6 +602,23 @@ class Engine:
                     keep.append(i)
             if len(keep) != n:
                 self._keep(keep)
+
+    def _numpy_chunk(self, steps: int, u: np.ndarray) -> tuple[list, list]:
+        """A chunk on the numpy path (numpy_step.py): the ids and logprobs per row, state carried back."""
+        fast, settings = self._numpy, self._settings
+        state = fast.state_in(self._state)
+        current = self._current.numpy().copy()
+        temperature = None if settings.plain else settings.temperature.numpy()
+        greedy = settings.greedy.numpy() if settings.greedy is not None else None
+        n = current.size
+        ids = np.empty((steps, n), dtype=np.int64)
+        lps = np.empty((steps, n), dtype=np.float32)
+        for t in range(steps):
+            current, lps[t] = numpy_choose(fast.step(current, state), temperature, greedy, u[t])
+            ids[t] = current
+        self._state = fast.state_out(state)
+        self._current = torch.from_numpy(current)
+        return ids.T.tolist(), lps.T.tolist()
 
     def run(self) -> None:
         """Step until every row is done."""

@@ -110,6 +110,7 @@ def test_many_samples_come_in_bounded_batches_and_each_is_its_own_stream(monkeyp
         return real(ids, state)
 
     monkeypatch.setattr(engine.stepper, "step", counting)
+    engine._numpy = None  # every step through the (counted) PyTorch stepper
     config = SamplingConfig(length=10, seed=7, num_samples=7)
     texts = [g.text for g in samples(engine, "ab", config, max_rows=3)]
     assert max(widths) == 3 and sum(widths) == 7 * 10  # never more than 3 rows; each row its length
