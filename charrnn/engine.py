@@ -571,7 +571,7 @@ class Engine:
             u_np = uniforms(keys, draws, steps).astype(np.float32)
             n = len(rows)
             current, state, settings = self._current, self._state, self._settings
-            k = settings.alternatives
+            k = min(settings.alternatives, len(self.vocab))
             plain_draw = settings.top_k is None and settings.top_p in (None, 1.0) and not k
             if self._numpy is not None and n <= NUMPY_ROWS and plain_draw:
                 by_row, lp_by_row = self._numpy_chunk(steps, u_np)

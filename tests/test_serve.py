@@ -168,6 +168,8 @@ def _post(server, path: str, body, **kw):
         ({"prompt": "a", "logprobs": 6}, 400, "logprobs"),
         ({"prompt": "a", "top_p": 0}, 400, "top_p"),
         ({"prompt": "x" * 25_000}, 413, None),
+        ({"prompt": "a", "temperature": 10**400}, 400, "temperature"),
+        (b"[" * 5000 + b"]" * 5000, 400, None),
     ],
 )
 def test_every_bad_request_gets_its_openai_shaped_error(server, body, status, param):
@@ -224,15 +226,42 @@ def test_a_client_that_goes_away_frees_its_row(server):
     assert "charrnn_disconnects_total" in httpx.get(server.url + "/metrics", timeout=10).text
 
 
+def _open_request(port: int, body: dict) -> socket.socket:
+    """A completions request on a raw connection, left open (the caller closes it: the client leaves)."""
+    data = json.dumps(body).encode()
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    connection.sendall(head.encode() + data)
+    return connection
+
+
+def _wait_rows(server, rows: int) -> None:
+    deadline = time.monotonic() + 10
+    while _running_rows(server) != rows:
+        assert time.monotonic() < deadline, f"the server never had {rows} rows running"
+        time.sleep(0.02)
+
+
 def test_a_full_queue_answers_429_with_retry_after(run):
-    running = Running({"tiny": load(run, device="cpu")}, ServeOptions(max_batch=1, max_queue=0))
+    options = ServeOptions(max_batch=1, max_queue=0, limits=Limits(max_tokens=5_000_000))
+    running = Running({"tiny": load(run, device="cpu")}, options)
     try:
-        body = {"prompt": "the ", "max_tokens": 4000, "stream": True}
-        with httpx.stream("POST", running.url + "/v1/completions", json=body, timeout=20) as first:
-            next(first.iter_lines())  # the one row is busy
-            refused = httpx.post(running.url + "/v1/completions", json={"prompt": "a"}, timeout=10)
+        idle = httpx.post(running.url + "/v1/completions", json={"prompt": "a", "max_tokens": 3}, timeout=20)
+        assert idle.status_code == 200  # an idle server takes a request even with no queue
+        first = _open_request(
+            running.port, {"prompt": "the ", "max_tokens": 5_000_000}
+        )  # longer than the test
+        _wait_rows(running, 1)  # the one row is busy
+        refused = httpx.post(running.url + "/v1/completions", json={"prompt": "a"}, timeout=10)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["type"] == "rate_limit_error"
+        first.close()  # its client leaves: the row is freed
+        _wait_rows(running, 0)
+        again = httpx.post(running.url + "/v1/completions", json={"prompt": "a", "max_tokens": 3}, timeout=20)
+        assert again.status_code == 200
     finally:
         running.stop()
 
@@ -253,6 +282,19 @@ def test_an_api_key_guards_everything_but_health_and_cors_is_opt_in(run):
             running.url + "/health", headers={"Origin": "http://example.test"}, timeout=10
         ).headers.get("access-control-allow-origin")
         assert allowed == "http://example.test"
+        preflight = httpx.options(
+            running.url + "/v1/completions",
+            headers={
+                "Origin": "http://example.test",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+            timeout=10,
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://example.test"
+        lower = httpx.get(running.url + "/v1/models", headers={"Authorization": f"bearer {KEY}"}, timeout=10)
+        assert lower.status_code == 200
     finally:
         running.stop()
 
@@ -311,3 +353,40 @@ def test_sigterm_ends_running_streams_with_a_finish_reason_and_exits_0(run):
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_tiny_vocabulary_with_logprobs_and_a_failing_model_never_hang(tmp_path):
+    """logprobs asking for more alternatives than the model has symbols; then a model whose step raises:
+    its requests get a 503, never a wait without end."""
+    text = tmp_path / "ab.txt"
+    text.write_text("ab\n" * 300, encoding="utf-8")
+    trained = CliRunner().invoke(
+        cli_app, ["train", str(text), "--out", str(tmp_path / "ab"), *TINY_TRAIN_FLAGS]
+    )
+    assert trained.exit_code == 0, trained.output
+    model = load(tmp_path / "ab", device="cpu")
+    running = Running({"ab": model}, ServeOptions())
+    try:
+        done = _post(running, "/v1/completions", {"prompt": "a", "max_tokens": 5, "logprobs": 5}).json()
+        assert len(done["choices"][0]["logprobs"]["top_logprobs"][0]) == 3  # all three symbols
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a fault nobody foresaw")
+
+        model.engine.advance = broken
+        failed = _post(running, "/v1/completions", {"prompt": "a", "max_tokens": 5})
+        assert failed.status_code == 503 and "failed" in failed.json()["error"]["message"]
+        assert httpx.get(running.url + "/health", timeout=10).status_code == 503
+    finally:
+        running.stop()
+
+
+def test_a_non_streaming_client_that_goes_away_frees_its_row(run):
+    server = Running({"tiny": load(run, device="cpu")}, ServeOptions(limits=Limits(max_tokens=5_000_000)))
+    try:
+        connection = _open_request(server.port, {"prompt": "the ", "max_tokens": 5_000_000})
+        _wait_rows(server, 1)
+        connection.close()
+        _wait_rows(server, 0)
+    finally:
+        server.stop()

@@ -13,9 +13,7 @@ import contextlib
 import hmac
 import json
 import secrets
-import sys
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,6 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -146,10 +143,11 @@ class Guard:
             self.metrics.requests.labels(known, str(status.get("code", 0))).inc()
 
     def _authorised(self, scope) -> bool:
+        expected = self.api_key.encode("utf-8")
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                given = value.decode("latin-1")
-                return hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode())
+                scheme, _, token = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
         return False
 
 
@@ -169,6 +167,8 @@ async def read_json(request: Request, limit: int):
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise bad("the body is not valid JSON") from None
+    except RecursionError:
+        raise bad("the body's JSON is nested too deeply") from None
 
 
 def create_app(
@@ -185,6 +185,7 @@ def create_app(
         for name, model in models.items()
     }
     default_model = next(iter(models)) if len(models) == 1 else None
+    scoring = asyncio.Semaphore(1)  # one text scored at a time: it competes with generation for the CPU
     page = PLAYGROUND.read_text(encoding="utf-8") if PLAYGROUND.exists() else "<!doctype html><p>charrnn</p>"
 
     def worker_for(name: str) -> Worker:
@@ -218,14 +219,17 @@ def create_app(
         """Wait for every choice of a job; the client going away cancels it."""
         results = {c.index: {"text": [], "finish": None, "written": 0, "trace": None} for c in job.choices}
         remaining = len(results)
+        checked = time.monotonic()
         try:
             while remaining:
+                if time.monotonic() - checked > 0.25:  # however fast the text comes, look every 0.25 s
+                    checked = time.monotonic()
+                    if await request.is_disconnected():
+                        worker.cancel(job)
+                        raise ApiError(499, "the client went away")
                 try:
                     event = await asyncio.wait_for(job.events.get(), timeout=0.25)
                 except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        worker.cancel(job)
-                        raise ApiError(499, "the client went away") from None
                     continue
                 if event[0] == "error":
                     raise ApiError(503, event[1], type="server_error")
@@ -377,9 +381,18 @@ def create_app(
         model = models[name]
         from charrnn.errors import CharrnnError
 
+        if scoring.locked():
+            raise ApiError(
+                429,
+                "the server is scoring other texts; retry shortly",
+                type="rate_limit_error",
+                code="busy",
+                headers={"Retry-After": "1"},
+            )
         try:
-            figures = await asyncio.to_thread(model.score, text)
-            extra = {"surprisal": await asyncio.to_thread(surprisals, model, text)} if want else {}
+            async with scoring:
+                figures = await asyncio.to_thread(model.score, text)
+                extra = {"surprisal": await asyncio.to_thread(surprisals, model, text)} if want else {}
         except CharrnnError as e:
             raise bad(str(e), "text") from None
         return JSONResponse({"model": name, **figures.to_dict(), **extra})
@@ -445,16 +458,6 @@ def create_app(
         Route("/generate", generate, methods=["POST"]),
         Route("/v1/score", score, methods=["POST"]),
     ]
-    middleware = []
-    if options.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=options.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type"],
-            )
-        )
 
     async def not_found(request: Request, exc) -> Response:
         status = getattr(exc, "status_code", 404)
@@ -464,10 +467,8 @@ def create_app(
     async def refused(request: Request, exc: ApiError) -> Response:
         return error_response(exc)
 
-    async def fault(
-        request: Request, exc: Exception
-    ) -> Response:  # unforeseen: logged here, a plain 500 there
-        traceback.print_exception(exc, file=sys.stderr)
+    async def fault(request: Request, exc: Exception) -> Response:
+        """Unforeseen: uvicorn logs the traceback (Starlette raises it on), the client gets a plain 500."""
         return error_response(
             ApiError(500, "the server failed on this request; it is logged", type="server_error")
         )
@@ -482,14 +483,25 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found, ApiError: refused, Exception: fault},
     )
     app.state.workers = workers
     app.state.driver = driver
     app.state.metrics = metrics
-    return Guard(app, options.api_key, metrics)
+    guarded = Guard(app, options.api_key, metrics)
+    guarded.state = app.state  # the workers and the driver, whoever runs them
+    if not options.cors_origins:
+        return guarded
+    # outside the key check: preflights carry no key, and a 401 needs the CORS headers to be readable
+    cors = CORSMiddleware(
+        guarded,
+        allow_origins=options.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
+    cors.state = app.state
+    return cors
 
 
 def surprisals(model: Model, text: str) -> list[float]:

@@ -61,8 +61,12 @@ def _number(body: dict, name: str, default: float | None, low: float, high: floa
     value = body.get(name, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise bad(f"{name} must be a number", name)
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        finite = False
+    if not finite:
+        raise bad(f"{name} must be a finite number", name)
     if not low <= value <= high:
         raise bad(f"{name} must be between {low:g} and {high:g}, not {value:g}", name)
     return float(value)

@@ -85,7 +85,19 @@ def serve(request: ServeRequest, note=None) -> None:
         ) from None
     note = note or (lambda line: print(line, file=sys.stderr))
     check_port(request.host, request.port)
-    models = load_models(request)
+    early = threading.Event()  # a stop signal while the models load: stop, quietly, once they have
+    handlers = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: early.set()) for sig in handlers}
+    try:
+        models = load_models(request)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    if early.is_set():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        return
     if request.host not in ("127.0.0.1", "localhost", "::1") and not request.api_key:
         note(
             f"warning: serving on {request.host} without an API key: anyone who can reach this machine can "
@@ -109,9 +121,10 @@ def serve(request: ServeRequest, note=None) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    driver = app.app.state.driver
+    driver = app.state.driver
     stop = _stopper(server, driver)
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in handlers:
+        signal.signal(sig, stop)
 
     def serve_http() -> None:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -76,6 +77,8 @@ class Worker:
         self.max_queue = max_queue
         self.metrics = metrics
         self._waiting: deque[Job] = deque()
+        self._queued_rows = 0  # the choices of the waiting jobs
+        self._active = 0  # the choices started and not finished
         self._jobs: list[Job] = []  # admitted, not finished
         self._lock = threading.Lock()
         self._wake = threading.Event()  # the Driver's, once it drives this worker
@@ -85,15 +88,25 @@ class Worker:
 
     # -- from the event loop
     def submit(self, job: Job) -> None:
+        """Queue a job: taken while the batch has room for it and the jobs before it, or while fewer than
+        `max_queue` wait; Busy otherwise. At most max_queue + max_batch jobs ever wait."""
         with self._lock:
-            if len(self._waiting) >= self.max_queue:
+            rows = self._queued_rows + len(job.choices)
+            room = self.running + rows <= self.max_batch
+            if not room and len(self._waiting) >= self.max_queue:
                 raise Busy
             self._waiting.append(job)
+            self._queued_rows = rows
         self._wake.set()
 
     def cancel(self, job: Job) -> None:
-        """The client went away: its rows leave at the next chunk."""
+        """The client went away: a waiting job leaves the queue now, a running one's rows at the next
+        chunk."""
         job.cancelled = True
+        with self._lock:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._queued_rows -= len(job.choices)
         self._wake.set()
 
     def stop(self) -> None:
@@ -107,7 +120,9 @@ class Worker:
 
     @property
     def running(self) -> int:
-        return len(self.engine.rows) + len(self.engine._joining)
+        """Completions being generated (kept by the worker itself: the engine's lists change under a
+        reader on another thread)."""
+        return self._active
 
     # -- on the Driver's thread
     def step(self) -> bool:
@@ -123,13 +138,18 @@ class Worker:
         return True
 
     def _admit(self) -> int:
-        """Start waiting jobs while there is room; how many started."""
+        """Start waiting jobs, in order, while each fits in the batch (one that is larger than the whole
+        batch runs alone); how many started."""
         started = 0
-        while self.running < self.max_batch:
+        while True:
             with self._lock:
                 if not self._waiting:
                     return started
-                job = self._waiting.popleft()
+                job = self._waiting[0]
+                if self.running and self.running + len(job.choices) > self.max_batch:
+                    return started
+                self._waiting.popleft()
+                self._queued_rows -= len(job.choices)
             if job.cancelled:
                 continue
             try:
@@ -159,6 +179,8 @@ class Worker:
             )
             choice.row = row
             engine.add(row)
+        with self._lock:
+            self._active += len(job.choices)
         self._jobs.append(job)
 
     def _piece(self, job: Job, choice: Choice, piece: str) -> None:
@@ -174,6 +196,8 @@ class Worker:
         job.send(("text", choice.index, piece))
 
     def _done(self, job: Job, choice: Choice, row: TextRow) -> None:
+        with self._lock:
+            self._active -= 1
         job.send(("done", choice.index, row.finish or "length", row.written, row.trace))
         if self.metrics is not None:
             self.metrics.generated(row.written)
@@ -184,23 +208,45 @@ class Worker:
     def _drop_cancelled(self) -> None:
         gone = [job for job in self._jobs if job.cancelled]
         for job in gone:
-            self.engine.discard([c.row for c in job.choices if c.row is not None])
+            rows = [c.row for c in job.choices if c.row is not None and c.row.finish is None]
+            self.engine.discard(rows)
+            with self._lock:
+                self._active -= len(rows)
             self._jobs.remove(job)
             if self.metrics is not None:
                 self.metrics.disconnected()
 
     def _finish_all(self) -> None:
-        """On shutdown: every running choice ends with the text it has ("length"); waiting jobs too."""
+        """On shutdown: every running choice ends with the text it has ("length"), the characters it held
+        back (a possible stop string's start) included; waiting jobs get an error."""
         for job in list(self._jobs):
             for choice in job.choices:
-                if choice.row is not None and choice.row.finish is None:
-                    job.send(("done", choice.index, "length", choice.row.written, choice.row.trace))
+                row = choice.row
+                if row is not None and row.finish is None:
+                    row._emit(row.pending, final=True)
+                    row.pending = row.symbols.empty
+                    job.send(("done", choice.index, "length", row.written, row.trace))
             self.engine.discard([c.row for c in job.choices if c.row is not None])
         self._jobs.clear()
         with self._lock:
-            waiting, self._waiting = list(self._waiting), deque()
+            self._active = 0
+        self._fail_waiting("the server is shutting down")
+
+    def fail(self, message: str) -> None:
+        """The model failed: every job, running or waiting, gets an error (they would wait forever)."""
+        for job in list(self._jobs):
+            job.send(("error", message))
+            self.engine.discard([c.row for c in job.choices if c.row is not None])
+        self._jobs.clear()
+        with self._lock:
+            self._active = 0
+        self._fail_waiting(message)
+
+    def _fail_waiting(self, message: str) -> None:
+        with self._lock:
+            waiting, self._waiting, self._queued_rows = list(self._waiting), deque(), 0
         for job in waiting:
-            job.send(("error", "the server is shutting down"))
+            job.send(("error", message))
 
 
 class Driver:
@@ -227,9 +273,8 @@ class Driver:
                             busy = worker.step() or busy
                         except Exception as e:  # this model answers 503 from now on; the fault is logged
                             worker.failed = e
-                            import traceback
-
                             traceback.print_exc()
+                            worker.fail(f"the model {worker.model_name!r} failed; the server logged why")
                 if not busy:
                     self.wake.wait(0.5)
                     self.wake.clear()
