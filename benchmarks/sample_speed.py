@@ -54,11 +54,15 @@ def bare_loop(model: CharRNN, streams: int, length: int) -> float:
     return streams * length / (time.perf_counter() - start)
 
 
-def charrnn_loop(model: CharRNN, streams: int, length: int, quantize: str = "none") -> float:
+def charrnn_loop(
+    model: CharRNN, streams: int, length: int, quantize: str = "none", numpy: bool = True
+) -> float:
     """Steady-state chars/s: clocked from the end of the first chunk, so the one-off set-up (the
     stepper's weight preparation: about 1 ms in float32, 40-60 ms for int8 at 2x512) is left out, as the
     bare loop's module copy is."""
     engine = Engine(model, VOCAB, "cpu", quantize)
+    if not numpy:
+        engine._numpy = None  # the PyTorch step for every row count (what one row took before numpy_step.py)
     config = SamplingConfig(length=length + CHUNK, seed=0, num_samples=streams)
     clock: list[float] = []
 
@@ -94,12 +98,14 @@ def main() -> None:
             for streams in (1, 32):
                 length = (2000 if hidden == 128 else 400) // (1 if streams == 1 else 4)
                 bare_length = length if cell == "gru" or hidden == 128 else length // 4
-                refs, tools, int8s = [], [], []
+                refs, tools, int8s, torch_paths = [], [], [], []
                 for _ in range(args.repeats):
                     refs.append(bare_loop(model, streams, bare_length))
                     tools.append(charrnn_loop(model, streams, length))
                     int8s.append(charrnn_loop(model, streams, length, "int8"))
+                    torch_paths.append(charrnn_loop(model, streams, length, numpy=False))
                 ref, tool, int8 = median(refs), median(tools), median(int8s)
+                torch_path = median(torch_paths)
                 rows.append(
                     [
                         f"{cell} 2x{hidden}",
@@ -109,6 +115,8 @@ def main() -> None:
                         f"{tool / ref:.1f}",
                         f"{int8:,.0f}",
                         f"{int8 / tool:.2f}",
+                        f"{torch_path:,.0f}",
+                        f"{tool / torch_path:.2f}",
                         f"{error:.1e}",
                     ]
                 )
@@ -125,6 +133,8 @@ def main() -> None:
                 "ratio",
                 "int8 chars/s",
                 "int8 / float",
+                "PyTorch step chars/s",
+                "charrnn / PyTorch step",
                 "max |logit error|",
             ],
             rows,
