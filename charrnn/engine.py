@@ -41,6 +41,7 @@ from charrnn.evaluate import chunk_length
 from charrnn.model import CharRNN
 from charrnn.numpy_step import NUMPY_ROWS, NumpyStepper
 from charrnn.numpy_step import choose as numpy_choose
+from charrnn.numpy_step import choose_one as numpy_choose_one
 from charrnn.quantize import make_stepper
 from charrnn.vocab import Vocabulary
 
@@ -611,6 +612,23 @@ class Engine:
         temperature = None if settings.plain else settings.temperature.numpy()
         greedy = settings.greedy.numpy() if settings.greedy is not None else None
         n = current.size
+        if n == 1:  # on 1-D vectors: a quarter faster again
+            one = [tuple(a[0] for a in layer) if isinstance(layer, tuple) else layer[0] for layer in state]
+            symbol, t_one = int(current[0]), None if temperature is None else float(temperature[0, 0])
+            is_greedy = bool(greedy[0]) if greedy is not None else False
+            symbols, logprobs = [], []
+            for t in range(steps):
+                symbol, logprob = numpy_choose_one(
+                    fast.step_one(symbol, one), t_one, is_greedy, float(u[t, 0])
+                )
+                symbols.append(symbol)
+                logprobs.append(logprob)
+            state = [
+                tuple(a[None] for a in layer) if isinstance(layer, tuple) else layer[None] for layer in one
+            ]
+            self._state = fast.state_out(state)
+            self._current = torch.tensor([symbol], dtype=torch.long)
+            return [symbols], [logprobs]
         ids = np.empty((steps, n), dtype=np.int64)
         lps = np.empty((steps, n), dtype=np.float32)
         for t in range(steps):

@@ -103,6 +103,52 @@ class NumpyStepper:
             x = h
         return x @ self.w_out + self.b_out
 
+    def step_one(self, symbol: int, state: list) -> np.ndarray:
+        """`step` for a single row on 1-D vectors (state per layer (H,) arrays): a quarter fewer
+        microseconds than the (1, H) form, which is most of a small model's step."""
+        H = self.hidden
+        x = None
+        for k in range(self.layers):
+            gates = self.table[symbol] if k == 0 else x @ self.w_ih[k] + self.b_ih[k]
+            if self.lstm:
+                h, c = state[k]
+                gates = gates + h @ self.w_hh[k]
+                s = 1.0 / (1.0 + np.exp(-gates[: 3 * H]))
+                c = s[H : 2 * H] * c + s[:H] * np.tanh(gates[3 * H :])
+                h = s[2 * H :] * np.tanh(c)
+                state[k] = (h, c)
+            elif self.cell == "gru":
+                h = state[k]
+                hidden = h @ self.w_hh[k] + self.b_hh[k]
+                rz = 1.0 / (1.0 + np.exp(-(gates[: 2 * H] + hidden[: 2 * H])))
+                n = np.tanh(gates[2 * H :] + rz[:H] * hidden[2 * H :])
+                h = n + rz[H:] * (h - n)
+                state[k] = h
+            else:
+                h = np.tanh(gates + state[k] @ self.w_hh[k])
+                state[k] = h
+            x = h
+        return x @ self.w_out + self.b_out
+
+
+def choose_one(logits: np.ndarray, temperature: float | None, greedy: bool, u: float) -> tuple[int, float]:
+    """`choose` for a single row (1-D logits): the id and its log-probability under the model."""
+    z = logits - logits.max()
+    e = np.exp(z)
+    total1 = float(e.sum())
+    if greedy:
+        symbol = int(z.argmax())
+    else:
+        if temperature is None:
+            cdf = np.cumsum(e)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                scaled = z / temperature
+                cdf = np.cumsum(np.exp(scaled - scaled.max()))
+        total = float(cdf[-1])
+        symbol = int(np.searchsorted(cdf, min(u * total, total * (1 - 2**-20)), side="right"))
+    return symbol, float(z[symbol]) - float(np.log(total1))
+
 
 def choose(
     logits: np.ndarray, temperature: np.ndarray | None, greedy: np.ndarray | None, u: np.ndarray

@@ -9,7 +9,7 @@ import torch
 from charrnn.engine import Engine, Sampling, _RowSettings
 from charrnn.engine import choose as torch_choose
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.numpy_step import NumpyStepper
+from charrnn.numpy_step import NumpyStepper, choose
 from charrnn.numpy_step import choose as numpy_choose
 from charrnn.sample import SamplingConfig, samples
 from charrnn.stepper import Stepper
@@ -68,3 +68,27 @@ def test_one_row_writes_the_same_text_on_either_path(cell):
     for seed in range(5):
         config = SamplingConfig(length=150, seed=seed, temperature=0.8)
         assert next(samples(fast, "ab", config)).text == next(samples(slow, "ab", config)).text
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_one_row_step_and_draw_are_the_batched_ones(cell):
+    from charrnn.numpy_step import choose_one
+
+    model, _ = _model(cell)
+    fast = NumpyStepper(Stepper(model))
+    with torch.inference_mode():
+        batched = fast.state_in(Stepper(model).split_state(model.init_state(1, "cpu")))
+    one = [
+        tuple(a[0].copy() for a in layer) if isinstance(layer, tuple) else layer[0].copy()
+        for layer in batched
+    ]
+    symbol = 2
+    for t in range(25):
+        wide = fast.step(np.array([symbol]), batched)
+        narrow = fast.step_one(symbol, one)
+        np.testing.assert_allclose(narrow, wide[0], rtol=1e-5, atol=1e-6)
+        u = np.float32((t * 0.37) % 1)
+        ids, lps = choose(wide, None, None, np.array([u]))
+        got, lp = choose_one(narrow, None, False, float(u))
+        assert got == int(ids[0]) and lp == pytest.approx(float(lps[0]), rel=1e-5, abs=1e-6)
+        symbol = got
