@@ -137,6 +137,24 @@ def test_logprobs_are_the_models_own(client):
     assert block.text_offset == list(range(12))
 
 
+def test_streamed_logprobs_cover_each_piece_and_match_the_whole(client):
+    whole = client.completions.create(model="tiny", prompt="the ", max_tokens=40, seed=2, logprobs=2)
+    tokens, offsets, pieces = [], [], []
+    events = client.completions.create(
+        model="tiny", prompt="the ", max_tokens=40, seed=2, logprobs=2, stream=True
+    )
+    for event in events:
+        choice = event.choices[0]
+        if choice.text:
+            assert "".join(choice.logprobs.tokens) == choice.text
+            tokens += choice.logprobs.tokens
+            offsets += choice.logprobs.text_offset
+            pieces.append(choice.text)
+    block = whole.choices[0].logprobs
+    assert "".join(pieces) == whole.choices[0].text and len(pieces) > 1
+    assert tokens == block.tokens and offsets == block.text_offset == list(range(40))
+
+
 def test_a_seed_gives_the_same_text_alone_and_among_others(client):
     def ask(seed: int) -> str:
         return client.completions.create(model="tiny", prompt="on ", max_tokens=50, seed=seed).choices[0].text

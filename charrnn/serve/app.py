@@ -290,13 +290,15 @@ def create_app(
         def event(payload: dict) -> str:
             return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
-        def chunk(index: int, text: str, finish: str | None = None) -> str:
-            return event(
-                {
-                    **head,
-                    "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}],
-                }
-            )
+        sent = dict.fromkeys(prompt_of, 0)  # characters of each choice's text sent so far (text_offset)
+
+        def chunk(index: int, text: str, finish: str | None = None, entries: list | None = None) -> str:
+            block = None
+            if req.logprobs and text:
+                block = protocol.logprobs_block(model.vocab, entries or [], len(entries or []), sent[index])
+            sent[index] += len(text)
+            choice = {"text": text, "index": index, "logprobs": block, "finish_reason": finish}
+            return event({**head, "choices": [choice]})
 
         remaining, written = len(job.choices), 0
         try:
@@ -308,7 +310,7 @@ def create_app(
                 batch = [await job.events.get()]
                 while not job.events.empty():
                     batch.append(job.events.get_nowait())
-                out, texts, failed = [], {}, False
+                out, texts, traces, failed = [], {}, {}, False
                 for item in batch:
                     if item[0] == "error":
                         failed = True
@@ -316,13 +318,14 @@ def create_app(
                         break
                     if item[0] == "text":
                         texts[item[1]] = texts.get(item[1], "") + item[2]
+                        traces.setdefault(item[1], []).extend(item[3] or [])
                         continue
                     if item[1] in texts:
-                        out.append(chunk(item[1], texts.pop(item[1])))
+                        out.append(chunk(item[1], texts.pop(item[1]), None, traces.pop(item[1], None)))
                     remaining -= 1
                     written += item[3]
                     out.append(chunk(item[1], "", item[2]))
-                out[:0] = [chunk(index, text) for index, text in texts.items()]
+                out[:0] = [chunk(index, text, None, traces.get(index)) for index, text in texts.items()]
                 yield "".join(out)
                 if failed:
                     break

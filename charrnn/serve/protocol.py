@@ -163,8 +163,6 @@ def completion(body: Any, models: dict, limits: Limits, default_model: str | Non
     seed = _integer(body, "seed", None, -(1 << 63), (1 << 64) - 1)
     logprobs = _integer(body, "logprobs", 0, 0, MAX_LOGPROBS) or 0
     stream = _flag(body, "stream")
-    if stream and logprobs:
-        raise bad("logprobs are given with stream: false only", "logprobs")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad("stream_options must be an object", "stream_options")

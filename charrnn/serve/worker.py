@@ -43,6 +43,7 @@ class Choice:
     row: TextRow | None = None
     first_at: float | None = None  # when its first text came out
     last_at: float | None = None  # when its latest text came out
+    traced: int = 0  # the row's trace entries (logprobs) already sent with its text
 
 
 @dataclass
@@ -193,7 +194,13 @@ class Worker:
         if choice.first_at is None:
             choice.first_at = now
         choice.last_at = now
-        job.send(("text", choice.index, piece))
+        entries = None
+        row = choice.row
+        if row is not None and row.trace is not None:  # logprobs: the entries of this piece's symbols
+            count = len(piece.encode("utf-8")) if self.engine.vocab.is_bytes else len(piece)
+            entries = row.trace[choice.traced : choice.traced + count]
+            choice.traced += count
+        job.send(("text", choice.index, piece, entries))
 
     def _done(self, job: Job, choice: Choice, row: TextRow) -> None:
         with self._lock:
