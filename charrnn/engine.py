@@ -39,9 +39,8 @@ import torch
 from charrnn.errors import BadInput, BadSetting, setting_ref
 from charrnn.evaluate import chunk_length
 from charrnn.model import CharRNN
-from charrnn.numpy_step import NUMPY_ROWS, NumpyStepper
+from charrnn.numpy_step import NumpyStepper
 from charrnn.numpy_step import choose as numpy_choose
-from charrnn.numpy_step import choose_one as numpy_choose_one
 from charrnn.quantize import make_stepper
 from charrnn.vocab import Vocabulary
 
@@ -574,7 +573,7 @@ class Engine:
             current, state, settings = self._current, self._state, self._settings
             k = min(settings.alternatives, len(self.vocab))
             plain_draw = settings.top_k is None and settings.top_p in (None, 1.0) and not k
-            if self._numpy is not None and n <= NUMPY_ROWS and plain_draw:
+            if self._numpy is not None and n == 1 and plain_draw:
                 by_row, lp_by_row = self._numpy_chunk(steps, u_np)
             else:
                 u = torch.from_numpy(u_np).to(self.device)
@@ -605,38 +604,20 @@ class Engine:
                 self._keep(keep)
 
     def _numpy_chunk(self, steps: int, u: np.ndarray) -> tuple[list, list]:
-        """A chunk on the numpy path (numpy_step.py): the ids and logprobs per row, state carried back."""
+        """A chunk of the one row on the numpy path (numpy_step.py): its ids and logprobs; state carried."""
         fast, settings = self._numpy, self._settings
         state = fast.state_in(self._state)
-        current = self._current.numpy().copy()
-        temperature = None if settings.plain else settings.temperature.numpy()
-        greedy = settings.greedy.numpy() if settings.greedy is not None else None
-        n = current.size
-        if n == 1:  # on 1-D vectors: a quarter faster again
-            one = [tuple(a[0] for a in layer) if isinstance(layer, tuple) else layer[0] for layer in state]
-            symbol, t_one = int(current[0]), None if temperature is None else float(temperature[0, 0])
-            is_greedy = bool(greedy[0]) if greedy is not None else False
-            symbols, logprobs = [], []
-            for t in range(steps):
-                symbol, logprob = numpy_choose_one(
-                    fast.step_one(symbol, one), t_one, is_greedy, float(u[t, 0])
-                )
-                symbols.append(symbol)
-                logprobs.append(logprob)
-            state = [
-                tuple(a[None] for a in layer) if isinstance(layer, tuple) else layer[None] for layer in one
-            ]
-            self._state = fast.state_out(state)
-            self._current = torch.tensor([symbol], dtype=torch.long)
-            return [symbols], [logprobs]
-        ids = np.empty((steps, n), dtype=np.int64)
-        lps = np.empty((steps, n), dtype=np.float32)
+        symbol = int(self._current[0])
+        temperature = None if settings.plain else float(settings.temperature[0, 0])
+        greedy = settings.greedy is not None and bool(settings.greedy[0])
+        symbols, logprobs = [], []
         for t in range(steps):
-            current, lps[t] = numpy_choose(fast.step(current, state), temperature, greedy, u[t])
-            ids[t] = current
+            symbol, logprob = numpy_choose(fast.step(symbol, state), temperature, greedy, float(u[t, 0]))
+            symbols.append(symbol)
+            logprobs.append(logprob)
         self._state = fast.state_out(state)
-        self._current = torch.from_numpy(current)
-        return ids.T.tolist(), lps.T.tolist()
+        self._current = torch.tensor([symbol], dtype=torch.long)
+        return [symbols], [logprobs]
 
     def run(self) -> None:
         """Step until every row is done."""

@@ -1,17 +1,18 @@
-"""The engine's step and draw in numpy, for a few rows on a CPU: the same arithmetic as stepper.Stepper and
+"""The engine's step and draw in numpy for a single row on a CPU: the same arithmetic as stepper.Stepper and
 engine.choose with a fraction of the per-operation cost.
 
 A one-row step of a small model is a few matrix-vector products and a dozen element-wise operations on
 vectors of a few hundred numbers; PyTorch spends several microseconds dispatching each of its ~40
 operations, numpy about one. On 2 cores this steps a 2x128 LSTM about 5x and a 2x512 about 1.8x faster
-than the PyTorch path at one row (benchmarks/sample_speed.py has the figures); from a few rows on, the
-batched PyTorch path is faster and the engine uses it (`NUMPY_ROWS`).
+than the PyTorch path at one row (benchmarks/sample_speed.py has the figures). From two rows on the
+engine uses the batched PyTorch path: two rows in numpy ran 1.7x faster at 2x128 but 2x slower at 2x512
+(numpy's (2, H) products are single-threaded), so only the one-row case is worth a second arithmetic.
 
 LSTM gates are reordered once to (i, f, o, g), so one sigmoid covers three gates and one tanh the last.
 Draws invert the cumulative distribution exactly as engine.choose does; rows with top-k, top-p or
 alternatives to report use the PyTorch path.
 
-Shapes: N rows, H hidden, V vocabulary; state per layer (N, H) arrays (h, or (h, c) for LSTMs).
+Shapes: H hidden, V vocabulary; state per layer (H,) vectors (h, or (h, c) for LSTMs), logits (V,).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import torch
 
 from charrnn.stepper import Stepper
 
-NUMPY_ROWS = 2  # at most this many rows take the numpy path (measured crossover on 2 cores)
 CELLS = ("lstm", "gru", "rnn")
 
 
@@ -39,7 +39,7 @@ def _array(t: torch.Tensor | None, lstm: bool) -> np.ndarray | None:
 
 
 class NumpyStepper:
-    """A float32 Stepper's weights as numpy arrays, and its step and the draw for a few rows."""
+    """A float32 Stepper's weights as numpy arrays, and its step for one row."""
 
     def __init__(self, stepper: Stepper):
         self.cell = stepper.cell
@@ -67,45 +67,19 @@ class NumpyStepper:
         )
 
     def state_in(self, state: list) -> list:
-        """The engine's per-layer torch state as numpy arrays (copies)."""
+        """The engine's one-row torch state (per layer (1, H)) as (H,) numpy vectors (copies)."""
         if self.lstm:
-            return [(h.numpy().copy(), c.numpy().copy()) for h, c in state]
-        return [s.numpy().copy() for s in state]
+            return [(h[0].numpy().copy(), c[0].numpy().copy()) for h, c in state]
+        return [s[0].numpy().copy() for s in state]
 
     def state_out(self, state: list) -> list:
         if self.lstm:
-            return [(torch.from_numpy(h), torch.from_numpy(c)) for h, c in state]
-        return [torch.from_numpy(s) for s in state]
+            return [(torch.from_numpy(h[None]), torch.from_numpy(c[None])) for h, c in state]
+        return [torch.from_numpy(s[None]) for s in state]
 
-    def step(self, ids: np.ndarray, state: list) -> np.ndarray:
-        """Advance every row by one symbol (`state` updated in place); the logits (N, V)."""
-        H = self.hidden
-        x = None
-        for k in range(self.layers):
-            gates = self.table[ids] if k == 0 else x @ self.w_ih[k] + self.b_ih[k]
-            if self.lstm:
-                h, c = state[k]
-                gates = gates + h @ self.w_hh[k]
-                s = 1.0 / (1.0 + np.exp(-gates[:, : 3 * H]))
-                c = s[:, H : 2 * H] * c + s[:, :H] * np.tanh(gates[:, 3 * H :])
-                h = s[:, 2 * H :] * np.tanh(c)
-                state[k] = (h, c)
-            elif self.cell == "gru":
-                h = state[k]
-                hidden = h @ self.w_hh[k] + self.b_hh[k]
-                rz = 1.0 / (1.0 + np.exp(-(gates[:, : 2 * H] + hidden[:, : 2 * H])))
-                n = np.tanh(gates[:, 2 * H :] + rz[:, :H] * hidden[:, 2 * H :])
-                h = n + rz[:, H:] * (h - n)
-                state[k] = h
-            else:
-                h = np.tanh(gates + state[k] @ self.w_hh[k])
-                state[k] = h
-            x = h
-        return x @ self.w_out + self.b_out
-
-    def step_one(self, symbol: int, state: list) -> np.ndarray:
-        """`step` for a single row on 1-D vectors (state per layer (H,) arrays): a quarter fewer
-        microseconds than the (1, H) form, which is most of a small model's step."""
+    def step(self, symbol: int, state: list) -> np.ndarray:
+        """Advance the row by one symbol (`state` updated in place); the logits (V,). On 1-D vectors: a
+        quarter fewer microseconds than (1, H) arrays, which is most of a small model's step."""
         H = self.hidden
         x = None
         for k in range(self.layers):
@@ -131,8 +105,10 @@ class NumpyStepper:
         return x @ self.w_out + self.b_out
 
 
-def choose_one(logits: np.ndarray, temperature: float | None, greedy: bool, u: float) -> tuple[int, float]:
-    """`choose` for a single row (1-D logits): the id and its log-probability under the model."""
+def choose(logits: np.ndarray, temperature: float | None, greedy: bool, u: float) -> tuple[int, float]:
+    """engine.choose without top-k/top-p for one row: the id drawn at the uniform `u` from
+    softmax(logits / temperature) (None: temperature 1), the most likely one if `greedy`; and its
+    log-probability under the model (temperature 1)."""
     z = logits - logits.max()
     e = np.exp(z)
     total1 = float(e.sum())
@@ -148,29 +124,3 @@ def choose_one(logits: np.ndarray, temperature: float | None, greedy: bool, u: f
         total = float(cdf[-1])
         symbol = int(np.searchsorted(cdf, min(u * total, total * (1 - 2**-20)), side="right"))
     return symbol, float(z[symbol]) - float(np.log(total1))
-
-
-def choose(
-    logits: np.ndarray, temperature: np.ndarray | None, greedy: np.ndarray | None, u: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """engine.choose without top-k/top-p: ids (N,) drawn at the uniforms `u` (N,) from softmax(logits /
-    temperature) (None: temperature 1 everywhere), most likely where `greedy`; and their log-probabilities
-    under the model (temperature 1)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    total1 = e.sum(axis=1, keepdims=True)
-    if temperature is None:
-        weights = e
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):  # greedy rows: a tiny temperature, -inf
-            scaled = z / temperature
-            weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    cdf = np.cumsum(weights, axis=1)
-    total = cdf[:, -1:]
-    target = np.minimum(u[:, None] * total, total * (1 - 2**-20))
-    ids = (cdf <= target).sum(axis=1)
-    if greedy is not None:
-        ids = np.where(greedy, z.argmax(axis=1), ids)
-    rows = np.arange(ids.size)
-    logprobs = z[rows, ids] - np.log(total1[:, 0])
-    return ids, logprobs.astype(np.float32)
