@@ -619,11 +619,6 @@ class Engine:
         self._current = torch.tensor([symbol], dtype=torch.long)
         return [symbols], [logprobs]
 
-    def run(self) -> None:
-        """Step until every row is done."""
-        while self.active:
-            self.advance()
-
 
 def check_prime(vocab: Vocabulary, prime: str, drop_unknown: bool = False) -> str:
     """The prime with unknown characters dropped (if asked), or BadInput listing them: the model has no
