@@ -14,6 +14,9 @@ reads it and a crafted file cannot run code):
     history                list of metric dicts, one per evaluation
     ema, carry, rng        the averaged weights, the carried hidden state, random number generator states
     distributed            world_size of the run that wrote it
+    init                   what a fine-tuned run started from: source path, name, fingerprint, corpus, and
+                           the characters it added to the source's vocabulary (absent: trained from scratch)
+    about                  a bundled model's description: how it was built (absent elsewhere)
 Everything else in charrnn reads the typed fields, never those keys.
 """
 
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 
 from charrnn.atomic import atomic_write
+from charrnn.bundled import BUNDLED, bundled_path
 from charrnn.config import TrainConfig
 from charrnn.errors import BadCheckpoint, CharrnnError, NoSpace
 from charrnn.model import CharRNN, ModelConfig
@@ -108,6 +112,9 @@ class Checkpoint:
     averaged: bool = False  # the weights are the moving average (--ema), not the trained ones
     path: Path | None = None  # where it was loaded from
     file_version: int = VERSION  # the format version as written, before migration
+    # what a fine-tuned run was initialised from (see finetune.Lineage.to_dict); empty: from scratch
+    lineage: dict = field(default_factory=dict)
+    about: dict = field(default_factory=dict)  # a bundled model's description (bundled.py)
 
     @property
     def level(self) -> str:
@@ -155,6 +162,10 @@ class Checkpoint:
         }
         if self.averaged:
             blob["weights"] = "ema"
+        if self.lineage:
+            blob["init"] = self.lineage
+        if self.about:
+            blob["about"] = self.about
         t = self.training
         if t is not None:
             blob.update(
@@ -221,7 +232,13 @@ class Checkpoint:
             averaged=blob.get("weights") == "ema",
             path=path,
             file_version=version,
+            lineage=_plain_dict(blob.get("init")),
+            about=_plain_dict(blob.get("about")),
         )
+
+
+def _plain_dict(value: Any) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -235,11 +252,23 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
-    """A .pt file as given, or the first of `prefer` in a run folder."""
+    """A .pt file as given, the first of `prefer` in a run folder, or a bundled model by name (bundled.py)
+    when no such file or folder exists."""
     path = Path(path)
     try:
         if not path.exists():
-            raise BadCheckpoint(f"{path}: no such checkpoint file or run folder")
+            bundled = bundled_path(str(path))
+            if bundled is None:
+                names = ", ".join(BUNDLED)
+                raise BadCheckpoint(
+                    f"{path}: no such checkpoint file or run folder (bundled models: {names})"
+                )
+            if not bundled.is_file():
+                raise BadCheckpoint(
+                    f"the bundled model {str(path)!r} is missing from this installation ({bundled}); "
+                    "reinstall charrnn"
+                )
+            return bundled
         if path.is_dir():
             for name in prefer:
                 if (path / name).is_file():

@@ -184,6 +184,15 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue from this checkpoint (.pt, or a run folder's last.pt).")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Fine-tune: start a new run from this model's weights and architecture (a checkpoint, a "
+            "run folder, or a bundled model such as 'base'); characters it never saw are added to its "
+            "vocabulary.",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start afresh in a run folder that already holds a run.")
     ] = False,
@@ -229,6 +238,8 @@ def train(
 
       charrnn train 'logs/**/*.txt' --level byte --max-steps 5000
 
+      charrnn train my-letters.txt --init base --max-time 5m
+
       torchrun --standalone --nproc-per-node 4 -m charrnn train big.txt --max-time 1h
     """
     from charrnn.session import TrainRequest, run_training
@@ -237,6 +248,7 @@ def train(
         corpus=corpus,
         out=out,
         resume=resume,
+        init=init,
         overwrite=overwrite,
         encoding=encoding,
         lossy=lossy,

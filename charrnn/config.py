@@ -125,3 +125,26 @@ def auto_settings(train_chars: int, max_time: float | None) -> dict:
         "batch_size": 16,
         "seq_len": 64,
     }
+
+
+def finetune_settings(train_chars: int, max_time: float | None) -> dict:
+    """Defaults for a run that starts from a trained model (`--init`): its architecture is the source's,
+    so only the optimisation and regularisation are chosen here. The weights already know spelling and
+    spacing, so a lower peak learning rate and a short warm-up keep what they know while the new text is
+    learned; small corpora get more dropout. Measured on the bundled model (BENCHMARKS.md, issue 24)."""
+    small = train_chars < SMALL_CORPUS_CHARS
+    return {
+        "dropout": FINETUNE_DROPOUT_SMALL if small else FINETUNE_DROPOUT,
+        "lr": FINETUNE_LR,
+        "warmup_steps": FINETUNE_WARMUP_STEPS,
+        "weight_decay": FINETUNE_WEIGHT_DECAY,
+        "batch_size": 16,
+        "seq_len": 64,
+    }
+
+
+FINETUNE_LR = 2e-3
+FINETUNE_WARMUP_STEPS = 20
+FINETUNE_DROPOUT = 0.1
+FINETUNE_DROPOUT_SMALL = 0.2
+FINETUNE_WEIGHT_DECAY = 0.1

@@ -569,3 +569,50 @@ def _ids_file(
         raise _write_error(
             e, f"cannot write the encoded text to {folder} ({reason}); set TMPDIR to a folder with free space"
         ) from None
+
+
+REMAP_CHUNK = 1 << 22  # ids per slice when re-encoding a corpus for another vocabulary
+
+
+def with_vocabulary(corpus: Corpus, vocab: Vocabulary, report: Report | None = None) -> Corpus:
+    """The corpus as ids of `vocab`, which holds every one of its characters in some order (a fine-tuned
+    model's grown vocabulary: its source's characters first, then the new ones). The ids are translated
+    slice by slice into a token file of their own (cached beside the corpus's, named by its fingerprint
+    and the vocabulary), so memory stays constant and the next run maps it at once."""
+    if corpus.vocab == vocab and corpus.vocab.chars == vocab.chars:
+        return corpus
+    missing = [c for c in corpus.vocab.chars if c not in vocab]
+    if missing or corpus.vocab.level != vocab.level:
+        raise ValueError(f"the vocabulary lacks {len(missing)} of the corpus's characters")
+    table = np.array([vocab.index(c) for c in corpus.vocab.chars], dtype=np.int64)
+    dtype = numpy_id_dtype(len(vocab))
+
+    def chunks() -> Iterator[np.ndarray]:
+        for start in range(0, len(corpus), REMAP_CHUNK):
+            ids = corpus.ids[start : start + REMAP_CHUNK].numpy().astype(np.int64)
+            yield table[ids].astype(dtype)
+
+    key = hashlib.sha256(f"{corpus.fingerprint}\n{''.join(vocab.chars)}".encode()).hexdigest()[:32]
+    info = {**corpus.source, "identity": f"remapped:{key}"}
+    entry = None
+    try:
+        entry = cache_dir("tokens") / f"remapped-{key}.tok"
+    except OSError as e:
+        (report or _ignore)(_no_cache_note(e))
+    tokens = None
+    if entry is not None:
+        try:
+            if entry.exists():
+                tokens = open_token_file(entry)
+            else:
+                write_token_file(entry, vocab, len(corpus), chunks(), info)
+                tokens = open_token_file(entry, verify=False)
+        except (OSError, DamagedTokenFile) as e:
+            (report or _ignore)(_no_cache_note(e))
+            tokens = None
+    if tokens is None:
+        with tempfile.TemporaryFile(prefix="charrnn-", suffix=".tok") as out:
+            write_tokens(out, vocab, len(corpus), chunks(), info)
+            tokens = open_token_file(out.fileno(), verify=False)
+    path = tokens.path if isinstance(tokens.path, Path) else None
+    return Corpus(corpus.name, vocab, tokens.ids, tokens.fingerprint, corpus.source, path, corpus.origin)

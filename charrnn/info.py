@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.bundled import bundled_name
 from charrnn.checkpoint import FORMAT, Checkpoint
 from charrnn.config import format_bytes, format_duration
 from charrnn.evaluate import LN2
@@ -94,10 +95,20 @@ def checkpoint_info(checkpoint: Checkpoint) -> dict:
         "evaluations": len(history),
         "flags": reproduce_flags(
             model_config, train_config, checkpoint.level if checkpoint.file_version > 1 else None
-        ),
+        )
+        + _init_flag(checkpoint.lineage),
         "model_config": model_config,
         "train_config": train_config,
+        "initialised_from": dict(checkpoint.lineage) or None,
+        "bundled": bundled_name(path) if path is not None else None,
+        "about": dict(checkpoint.about) or None,
     }
+
+
+def _init_flag(lineage: dict) -> list[str]:
+    """`--init SOURCE` for a fine-tuned run: the bundled model's name, else the source's path."""
+    source = lineage.get("name") or lineage.get("path")
+    return ["--init", str(source)] if source else []
 
 
 def _size(n: int | None) -> str:
@@ -108,6 +119,25 @@ def _size(n: int | None) -> str:
 
 def _or_unknown(value, fmt=str) -> Text:
     return Text(fmt(value)) if value is not None else Text("unknown", style="dim")
+
+
+def _lineage_rows(row, lineage: dict | None, unit: str) -> None:
+    """What a fine-tuned run started from (finetune.lineage)."""
+    if not lineage:
+        return
+    name, path = lineage.get("name"), lineage.get("path")
+    row("fine-tuned from", Text(f"{name} (bundled), {path}" if name else str(path)))
+    if lineage.get("fingerprint"):
+        row("  its file", f"sha256 {lineage['fingerprint']}")
+    corpus = lineage.get("corpus") or {}
+    size = f", {corpus['chars']:,} {unit}s" if corpus.get("chars") else ""
+    row("  its corpus", Text(f"{corpus.get('name') or 'unknown'}{size}"))
+    added = lineage.get("added") or []
+    if lineage.get("level") == "char":
+        head = f"{len(added)} new character{'s' if len(added) != 1 else ''}"
+        row("  vocabulary grown", f"{head} after its {lineage.get('source_vocab_size')}")
+        if added:
+            row("", Text(printable_vocab(added[:VOCAB_SHOWN]), style="cyan"))
 
 
 def info_panel(info: dict) -> Panel:
@@ -124,6 +154,10 @@ def info_panel(info: dict) -> Panel:
     layers = f"{info['layers']} layer" + ("" if info["layers"] == 1 else "s")
     shape = f"{cell}, {layers} x {info['hidden']} hidden units"
     shape += f", {info['embedding']}-wide embedding" if info["input"] == "embedding" else ", one-hot input"
+    if info.get("bundled"):
+        row("bundled model", Text(f"{info['bundled']} (ships with charrnn)", style="bold"))
+    for key, value in (info.get("about") or {}).items():
+        row(f"  {key}", str(value))
     row("model", shape)
     row("parameters", f"{info['parameters']:,}")
     if info["level"] == "byte":
@@ -141,6 +175,7 @@ def info_panel(info: dict) -> Panel:
     row("  read from", _or_unknown(corpus["source"]))
     row("  size", _or_unknown(corpus["size"], lambda n: f"{n:,} {unit}s"))
     row("  fingerprint", _or_unknown(corpus["sha256"], lambda h: f"sha256 {h}"))
+    _lineage_rows(row, info.get("initialised_from"), unit)
     row("steps", _or_unknown(info["steps"], lambda n: f"{n:,}"))
     row("epochs", _or_unknown(info["epochs"], lambda e: f"{e:.3g}"))
     time_text = _or_unknown(info["training_time"], format_duration)

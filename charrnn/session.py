@@ -21,12 +21,15 @@ from rich.table import Table
 from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.config import TrainConfig, format_duration
-from charrnn.corpus import Corpus, load_corpus
+from charrnn.corpus import Corpus, load_corpus, with_vocabulary
 from charrnn.device import pick_device
 from charrnn.diagnostics import summarise
 from charrnn.distributed import Ranks
 from charrnn.errors import BadInput, BadSetting, OutOfMemory, setting_ref
 from charrnn.evaluate import LN2
+from charrnn.finetune import InitSource, grown_vocabulary, grown_weights, lineage, load_source
+from charrnn.finetune import check_level as check_init_level
+from charrnn.info import escape_char
 from charrnn.model import ModelConfig, count_parameters
 from charrnn.named_corpora import CORPORA, resolve
 from charrnn.runfolder import RunFolder
@@ -42,6 +45,7 @@ class TrainRequest:
     corpus: str
     out: Path | None = None
     resume: Path | None = None
+    init: str | None = None  # fine-tune: start from this checkpoint, run folder or bundled model's weights
     overwrite: bool = False
     encoding: str | None = None  # None: utf-8 (and not given, which --level byte needs)
     lossy: bool = False
@@ -53,12 +57,15 @@ class TrainRequest:
     settings: dict = field(default_factory=dict)  # model and training settings given (None: not given)
 
 
-def settle_configs(request: TrainRequest, corpus: Corpus, resume: Checkpoint | None) -> Settings:
+def settle_configs(
+    request: TrainRequest, corpus: Corpus, resume: Checkpoint | None, source: InitSource | None = None
+) -> Settings:
     """The model and training settings for this run (see settings.resolve_settings); a resume must also
     be on the text it was trained on."""
     if resume is not None:
         _check_same_corpus(corpus, resume)
-    return resolve_settings(len(corpus), len(corpus.vocab), request.settings, resume=resume)
+    init = source.checkpoint.model_config if source is not None else None
+    return resolve_settings(len(corpus), len(corpus.vocab), request.settings, resume=resume, init=init)
 
 
 def _check_same_corpus(corpus: Corpus, resume: Checkpoint) -> None:
@@ -123,9 +130,14 @@ def _join(request: TrainRequest, resume: Checkpoint | None, ranks: Ranks) -> Non
 
 
 def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> TrainOutcome:
+    if request.init is not None and request.resume is not None:
+        raise BadSetting(
+            "--init starts a new run from a trained model and --resume continues a run: give one of them"
+        )
     resume = load_checkpoint(request.resume, for_resume=True) if request.resume else None
+    source = load_source(request.init) if request.init is not None else None
     _join(request, resume, ranks)
-    level = _settle_level(request.level, resume)
+    level = check_init_level(request.level, source) if source else _settle_level(request.level, resume)
     path, name = resolve(request.corpus)
     if request.out is not None:
         folder = RunFolder(request.out)
@@ -148,9 +160,36 @@ def _run_training(request: TrainRequest, console: Console, ranks: Ranks) -> Trai
             report=lambda note: console.print(note, markup=False, soft_wrap=True),
         )
         corpus.origin = corpus_origin(request, path)
+        corpus, added = _fit_vocabulary(corpus, resume, source, console)
         if ranks.is_main:
             ranks.barrier()
-        return _train_in(folder, request, console, ranks, corpus, resume)
+        return _train_in(folder, request, console, ranks, corpus, resume, source, added)
+
+
+def _fit_vocabulary(
+    corpus: Corpus, resume: Checkpoint | None, source: InitSource | None, console: Console
+) -> tuple[Corpus, list[str]]:
+    """The corpus in the ids the run's model uses. Fine-tuning a character model grows the source's
+    vocabulary by the corpus's new characters (finetune.py), and a fine-tuned run resumes in that grown
+    order; returns the corpus and the characters added."""
+    note = lambda text: console.print(text, markup=False, soft_wrap=True)  # noqa: E731
+    if source is not None and corpus.level == "char":
+        vocab, added = grown_vocabulary(source.checkpoint.vocab, corpus.vocab)
+        if added:
+            shown = " ".join(escape_char(c) for c in added[:40]) + (" ..." if len(added) > 40 else "")
+            note(
+                f"added {len(added)} character{'s' if len(added) != 1 else ''} that {source.label} never saw "
+                f"to its {len(source.checkpoint.vocab)}: {shown}"
+            )
+        return with_vocabulary(corpus, vocab, note), added
+    if (
+        resume is not None
+        and resume.level == "char"
+        and corpus.vocab.chars != resume.vocab.chars
+        and set(corpus.vocab.chars) <= set(resume.vocab.chars)
+    ):
+        return with_vocabulary(corpus, resume.vocab, note), []
+    return corpus, []
 
 
 def corpus_origin(request: TrainRequest, path: str | Path) -> dict:
@@ -175,9 +214,11 @@ def _train_in(
     ranks: Ranks,
     corpus: Corpus,
     resume: Checkpoint | None,
+    source: InitSource | None = None,
+    added: list[str] | None = None,
 ) -> TrainOutcome:
     """Settle the configuration, check the run folder, train and report (with the folder locked)."""
-    settings = settle_configs(request, corpus, resume)
+    settings = settle_configs(request, corpus, resume, source)
     model_config, config = settings.model, settings.train
     if resume is None and ranks.is_main:
         folder.start_fresh(request.overwrite)
@@ -208,7 +249,17 @@ def _train_in(
     view = TrainingView(request.quiet or not ranks.is_main)
     try:
         with ranks.peers_watched():  # (DistributedDataParallel sends rank 0's weights to the others)
-            trainer = Trainer(corpus, model_config, config, folder, resume=resume, on_event=view, ranks=ranks)
+            trainer = Trainer(
+                corpus,
+                model_config,
+                config,
+                folder,
+                resume=resume,
+                on_event=view,
+                ranks=ranks,
+                init_weights=grown_weights(source.checkpoint, len(corpus.vocab)) if source else None,
+                lineage=lineage(source, added or []) if source else None,
+            )
     except (torch.cuda.OutOfMemoryError, MemoryError):  # what the estimate (memory.py) did not foresee
         raise OutOfMemory(
             f"not enough memory for a {model_config.layers}x{model_config.hidden} model; use a smaller "
@@ -217,6 +268,8 @@ def _train_in(
         ) from None
     trainer.check_limits()  # before the notes: a refused resume changes nothing
     if not request.quiet:
+        if source is not None:
+            console.print(f"fine-tuning from {source.label} (fresh optimiser and schedule)", markup=False)
         _print_header(console, corpus, trainer, config)
     for name, before, after in settings.changed:
         console.print(f"changed on resume: {BY_NAME[name].flag} {before} -> {after}", markup=False)

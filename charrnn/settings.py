@@ -16,9 +16,10 @@ from typing import Any
 
 from charrnn.cells import CELLS
 from charrnn.checkpoint import Checkpoint
-from charrnn.config import TrainConfig, auto_settings, parse_duration
+from charrnn.config import TrainConfig, auto_settings, finetune_settings, parse_duration
 from charrnn.dropout import DROPOUT_MODES
 from charrnn.errors import BadSetting, setting_ref
+from charrnn.finetune import check_architecture, grown_model_config
 from charrnn.model import INPUTS, ModelConfig
 from charrnn.scheduled import parse_schedule
 
@@ -199,17 +200,44 @@ def resolve_settings(
     vocab_size: int,
     given: Mapping[str, Any] | None = None,
     resume: Checkpoint | None = None,
+    init: ModelConfig | None = None,
     **more: Any,
 ) -> Settings:
     """The final model and training settings for a run on a corpus of `train_chars` training characters
     and `vocab_size` symbols, from what the user gave (`given` and keyword arguments: setting -> value,
     None for not given): fresh, the automatic choices (`config.auto_settings`) fill what was not given;
     resumed, the checkpoint's settings hold, settings that define the model or the data stream may not
-    change, and new limits replace the old ones."""
+    change, and new limits replace the old ones; started from a trained model (`init`, its config), the
+    architecture is that model's and `config.finetune_settings` fills the rest."""
     flags = check_given({**(given or {}), **more})
+    if init is not None:
+        return _initialised(flags, train_chars, vocab_size, init)
     if resume is None:
         return _fresh(flags, train_chars, vocab_size)
     return _resumed(flags, resume)
+
+
+def _initialised(flags: dict, train_chars: int, vocab_size: int, source: ModelConfig) -> Settings:
+    """A fresh run on a source model's architecture (grown to `vocab_size` symbols): the regularisers
+    and training settings are as given, else the fine-tuning defaults; the source's other choices
+    (dropout mode, embedding dropout) hold unless given."""
+    check_architecture(flags, source)
+    train_flags = {k: v for k, v in flags.items() if BY_NAME[k].scope == TRAIN}
+    config = TrainConfig(**train_flags).with_default_limit()
+    if config.val_chars == 0:
+        config.val_chars = None
+    n_train = train_chars - int(train_chars * config.val_fraction)
+    model = grown_model_config(source, vocab_size)
+    for key, value in finetune_settings(n_train, config.max_time).items():
+        if BY_NAME[key].scope == MODEL:
+            setattr(model, key, value)
+        elif key not in train_flags:
+            setattr(config, key, value)
+    for key, value in flags.items():
+        if BY_NAME[key].scope == MODEL:  # architecture flags got here only if equal to the source's
+            setattr(model, key, value)
+    model.check()
+    return Settings(model, config, [])
 
 
 def _fresh(flags: dict, train_chars: int, vocab_size: int) -> Settings:

@@ -150,12 +150,12 @@ def open_token_file(path: Path | int, verify: bool = True) -> TokenFile:
     header, offset = read_header(path)
     count = header["count"]
     dtype = np.dtype(_DTYPES[header["dtype"]])
+    if len(set(header["vocab"])) != len(header["vocab"]):
+        raise DamagedTokenFile("header holds a repeated symbol")
     try:
-        vocab = Vocabulary(header["vocab"], header["level"])
+        vocab = Vocabulary.from_list(header["vocab"], header["level"])
     except ValueError:
         raise DamagedTokenFile("header holds a bad vocabulary") from None
-    if len(vocab) != len(header["vocab"]):
-        raise DamagedTokenFile("header holds a repeated symbol")
     if verify:
         verify_ids(path, dtype, offset, len(vocab), header["fingerprint"])
     ids = map_ids(path, dtype, offset, count)

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -175,7 +177,11 @@ class Trainer:
         on_event: Callable[[Event], None] | None = None,
         on_step: Callable[[Trainer], None] | None = None,
         ranks: Ranks | None = None,
+        init_weights: dict[str, torch.Tensor] | None = None,
+        lineage: dict | None = None,
     ):
+        """`init_weights` start a fresh run from a trained model's weights (fine-tuning, finetune.py) and
+        `lineage` says where they came from, for every checkpoint this run writes; a resume keeps its own."""
         self.corpus = corpus
         self.config = config.with_default_limit()  # no limit given: the default budget, never endless
         self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
@@ -188,7 +194,11 @@ class Trainer:
 
         check_training_fits(model_config, config, self.device)  # refuse before allocating, not after
         torch.manual_seed(config.seed % (1 << 63))
-        self.model = CharRNN(model_config).to(self.device)
+        self.model = CharRNN(model_config)
+        if init_weights is not None:
+            self.model.load_state_dict(init_weights)
+        self.model.to(self.device)
+        self.lineage = dict(resume.lineage if resume is not None else lineage or {})
         if self.ranks.rank:  # the same initial weights everywhere, then each rank its own dropout draws
             torch.manual_seed((config.seed + 1_000_003 * self.ranks.rank) % (1 << 63))
         self.optimizer = torch.optim.AdamW(
@@ -291,6 +301,7 @@ class Trainer:
             vocab=self.corpus.vocab,
             weights={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             corpus=CorpusFacts(self.corpus.name, len(self.corpus), self._fingerprint, self.corpus.origin),
+            lineage=self.lineage,
             training=TrainingState(
                 config=self.config,
                 progress=p,
@@ -690,3 +701,17 @@ def _to_cpu(obj):
     if isinstance(obj, list):
         return [_to_cpu(v) for v in obj]
     return obj
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module sets the package attribute `charrnn.train` to it, over the function of the
+    same name that `charrnn/__init__.py` defines: calling the module does what that function does, so
+    `charrnn.train(corpus, ...)` works whichever modules were imported first."""
+
+    def __call__(self, corpus, **options):
+        from charrnn.train_api import train as run
+
+        return run(corpus, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

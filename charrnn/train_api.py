@@ -42,6 +42,7 @@ def train(
     *,
     out: PathArg | None = None,
     resume: PathArg | None = None,
+    init: PathArg | None = None,
     overwrite: bool = False,
     encoding: str | None = None,
     lossy: bool = False,
@@ -59,7 +60,8 @@ def train(
     `exclude` take a glob or a list of them), and `**settings` every setting of charrnn.settings.SETTINGS
     (hidden=128, max_steps=500, cell="gru", ...; None: not given). `max_time` takes a duration as the
     command line writes it ("90s", "10m", "1h30m"), seconds as a number, or a `datetime.timedelta`;
-    `scheduled_sampling` a rate, "START:END" or a (start, end) pair.
+    `scheduled_sampling` a rate, "START:END" or a (start, end) pair. `init` fine-tunes: a checkpoint, a
+    run folder or a bundled model's name ("base") to start from.
 
     Progress, notes and the summary go to stderr, as from the command line; with quiet=True nothing is
     printed. A bad or unknown option raises charrnn.errors.BadSetting naming it (`error.setting`); every
@@ -72,6 +74,7 @@ def train(
         corpus=_corpus(corpus),
         out=_path("out", out),
         resume=_path("resume", resume),
+        init=str(_path("init", init)) if init is not None else None,
         overwrite=_flag("overwrite", overwrite),
         encoding=_text("encoding", encoding),
         lossy=_flag("lossy", lossy),

@@ -57,11 +57,18 @@ def short_unit(unit: str) -> str:
 
 
 class Vocabulary:
-    """An ordered set of characters; id i is the i-th smallest code point. `level` is "char", or "byte"
-    for the 256-symbol byte vocabulary (see the module docstring)."""
+    """An ordered set of characters. Built from a text, id i is the i-th smallest code point; read back
+    from a checkpoint or token file (`from_list`), the ids keep the stored order, which a fine-tuned model's
+    grown vocabulary needs (its old characters keep their ids, new ones follow: `extended`). `level` is
+    "char", or "byte" for the 256-symbol byte vocabulary (see the module docstring)."""
 
-    def __init__(self, chars: Iterable[str], level: str = "char"):
-        unique = sorted(set(chars))
+    def __init__(self, chars: Iterable[str], level: str = "char", ordered: bool = False):
+        if ordered:
+            unique = list(chars)
+            if len(set(unique)) != len(unique):
+                raise ValueError("a vocabulary holds each character once")
+        else:
+            unique = sorted(set(chars))
         if any(len(c) != 1 for c in unique):
             raise ValueError("a vocabulary holds single characters")
         if level not in LEVELS or (level == "byte" and unique != [chr(b) for b in range(256)]):
@@ -167,7 +174,16 @@ class Vocabulary:
 
     @classmethod
     def from_list(cls, chars: Sequence[str], level: str = "char") -> Vocabulary:
-        return cls(chars, level)
+        """The vocabulary `to_list` wrote, ids in the stored order."""
+        return cls(chars, level, ordered=True)
+
+    def extended(self, chars: Iterable[str]) -> Vocabulary:
+        """This vocabulary with the characters of `chars` it lacks appended in code-point order: every old
+        id keeps its character (what fine-tuning from a character-level model needs)."""
+        if self.is_bytes:
+            return self
+        new = sorted(set(chars) - self._index.keys())
+        return Vocabulary([*self.chars, *new], self.level, ordered=True) if new else self
 
 
 class StreamDecoder:
