@@ -22,6 +22,7 @@ Everything else in charrnn reads the typed fields, never those keys.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import re
@@ -40,6 +41,10 @@ from charrnn.model import CharRNN, ModelConfig
 from charrnn.vocab import Vocabulary
 
 FORMAT = "charrnn-checkpoint"
+SAFETENSORS_FORMAT = (
+    "charrnn-safetensors"  # `charrnn export --format safetensors` (export/safetensors_file.py)
+)
+SAFETENSORS_VERSION = 1
 VERSION = 2  # 2: one module per recurrent layer (rnns.K.*); version 1 files are migrated on load
 READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("model_config", "vocab", "model")
@@ -287,7 +292,53 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> Checkpoint:
     A run folder means its best.pt for sampling and evaluation, its last.pt when resuming.
     """
     file = find_checkpoint(path, ("last.pt", "best.pt") if for_resume else ("best.pt", "last.pt"))
+    if file.suffix == ".safetensors":
+        if for_resume:
+            raise BadCheckpoint(
+                f"{file}: a safetensors file holds weights only (no optimiser or training state), so it "
+                "cannot be resumed; resume from the run's .pt checkpoint, or fine-tune from it with --init"
+            )
+        return _read_safetensors(file)
     return Checkpoint.from_blob(_read(file), file, for_resume)
+
+
+def _read_safetensors(file: Path) -> Checkpoint:
+    """A weights-only Checkpoint from an exported safetensors file (its layout: export/safetensors_file.py)."""
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise BadCheckpoint(
+            f"{file}: reading safetensors needs the safetensors package: pip install 'charrnn[export]'"
+        ) from None
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadCheckpoint(f"{file}: not a readable safetensors file ({first})") from None
+    if meta.get("charrnn_format") != SAFETENSORS_FORMAT:
+        raise BadCheckpoint(f"{file}: a safetensors file, but not one charrnn exported (no charrnn metadata)")
+    if meta.get("charrnn_format_version") != str(SAFETENSORS_VERSION):
+        raise BadCheckpoint(
+            f"{file}: charrnn safetensors version {meta.get('charrnn_format_version')} is not supported by "
+            f"this charrnn (it reads version {SAFETENSORS_VERSION})"
+        )
+    try:
+        model_config = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        vocab = Vocabulary.from_list(json.loads(meta["vocab"]), meta.get("level", "char"))
+        corpus = json.loads(meta.get("corpus") or "{}")
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise BadCheckpoint(f"{file}: its charrnn metadata is damaged") from None
+    if model_config.weight_tying and "embed.weight" in weights:
+        weights["head.weight"] = weights["embed.weight"]
+    return Checkpoint(
+        model_config=model_config,
+        vocab=vocab,
+        weights=weights,
+        corpus=CorpusFacts(corpus.get("name"), corpus.get("chars"), corpus.get("sha256")),
+        path=file,
+    )
 
 
 def _read(file: Path) -> Any:

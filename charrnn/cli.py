@@ -855,6 +855,46 @@ def info(
     _print_stdout(info_panel(facts))
 
 
+# ---- export -------------------------------------------------------------------------------------------
+class ExportFormat(str, Enum):
+    safetensors = "safetensors"
+    onnx = "onnx"
+
+
+@app.command()
+@handles_errors
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A .pt checkpoint, a run folder (uses best.pt) or a bundled model's name.")
+    ],
+    format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="safetensors: the weights and the settings any program can read; onnx: one graph for "
+            "onnxruntime (prime and step, the state explicit).",
+        ),
+    ] = ExportFormat.safetensors,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The file to write \\[default: <run name>.<format> here]."),
+    ] = None,
+) -> None:
+    """Write a model in a format other programs read (README: "Export").
+
+    Examples:
+
+      charrnn export checkpoints/shakespeare --format safetensors --out shakespeare.safetensors
+
+      charrnn export checkpoints/shakespeare --format onnx --out shakespeare.onnx
+    """
+    from charrnn.export.run import export_model
+
+    written = export_model(checkpoint, format.value, out)
+    err.print(f"wrote {written} ({written.stat().st_size:,} bytes)", markup=False, highlight=False)
+
+
 # ---- corpora ------------------------------------------------------------------------------------------
 @app.command()
 @handles_errors

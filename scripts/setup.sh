@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up charrnn in ./.venv from nothing: a virtual environment, the right PyTorch build, then charrnn.
 #
-#   bash scripts/setup.sh          # to use the tool (with the extras of `charrnn plot` and `charrnn serve`)
+#   bash scripts/setup.sh          # to use the tool (with the extras of `charrnn plot`, `serve` and `export`)
 #   bash scripts/setup.sh --dev    # also pytest and ruff, to run the tests
 #
 # PyTorch: with an NVIDIA GPU (nvidia-smi works) you get the CUDA build from PyPI; without one, the CPU
@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION="${CHARRNN_TORCH_VERSION:-2.13.0}"
 PYTHON="${PYTHON:-python3}"
-# matplotlib, plotext and the server's few packages are small next to PyTorch, so every install gets
-# `charrnn plot` and `charrnn serve`
-extras="[plot,serve]"
-[ "${1:-}" = "--dev" ] && extras="[dev,plot,serve]"
+# matplotlib, plotext, the server's few packages and the exporters' are small next to PyTorch, so every
+# install gets `charrnn plot`, `charrnn serve` and `charrnn export`
+extras="[plot,serve,export]"
+[ "${1:-}" = "--dev" ] && extras="[dev,plot,serve,export]"
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

@@ -1,0 +1,1 @@
+"""`charrnn export`: a model in formats other programs read (safetensors, ONNX, a web page)."""

@@ -1,0 +1,195 @@
+"""`charrnn export`: safetensors round trips, ONNX parity with onnxruntime, the torch-free example script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import app
+from charrnn.config import TrainConfig
+from charrnn.corpus import Corpus
+from charrnn.evaluate import score_text
+from charrnn.model import ModelConfig
+from charrnn.train import Trainer
+from charrnn.vocab import Vocabulary
+from conftest import REPO, SMALL_TEXT
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+runner = CliRunner()
+
+VARIANTS = {
+    "lstm": {},
+    "gru": {"cell": "gru"},
+    "rnn": {"cell": "rnn"},
+    "onehot": {"input": "onehot"},
+    "tied": {"weight_tying": True, "embedding": 24},
+    "byte": {},
+}
+
+
+def train_tiny(folder: Path, variant: str, steps: int = 150) -> Path:
+    options = {"layers": 2, "hidden": 24, "embedding": 12, "dropout": 0.0, **VARIANTS[variant]}
+    steps = steps * 2 if variant == "byte" else steps  # bytes take longer to leave the all-spaces phase
+    if options.get("input") == "onehot":
+        options.pop("embedding")
+    text = SMALL_TEXT
+    vocab = Vocabulary.for_bytes() if variant == "byte" else Vocabulary.from_text(text)
+    corpus = Corpus("small", vocab, vocab.encode(text))
+    config = ModelConfig(vocab_size=len(vocab), **options)
+    if config.input == "onehot":
+        config.embedding = len(vocab)
+    train = TrainConfig(
+        batch_size=8, seq_len=32, max_steps=steps, eval_every=steps, seed=3, precision="fp32", lr=0.01
+    )
+    Trainer(corpus, config, train, folder).run()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export-models")
+    return {v: train_tiny(root / v, v) for v in VARIANTS}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_safetensors_round_trip_gives_the_same_model(tmp_path, models, variant):
+    out = tmp_path / "m.safetensors"
+    result = invoke("export", models[variant], "--format", "safetensors", "--out", out)
+    assert result.exit_code == 0, result.output
+    original, exported = load_checkpoint(models[variant]), load_checkpoint(out)
+    assert exported.vocab.chars == original.vocab.chars and exported.level == original.level
+    assert exported.model_config == original.model_config
+    a, b = original.build_model(), exported.build_model()
+    ids = torch.randint(0, len(original.vocab), (2, 30))
+    with torch.no_grad():
+        assert torch.equal(a(ids)[0], b(ids)[0])
+    text = SMALL_TEXT[:500]
+    assert score_text(a, original.vocab, text).nats == score_text(b, exported.vocab, text).nats
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="np") as f:
+        meta = f.metadata()
+        names = set(f.keys())  # noqa: SIM118
+    assert meta["format"] == "pt" and json.loads(meta["vocab"]) == original.vocab.to_list()
+    assert ("head.weight" in names) != original.model_config.weight_tying
+    info = invoke("info", out, "--json")
+    assert info.exit_code == 0 and json.loads(info.stdout)["hidden"] == 24
+
+
+def test_a_safetensors_file_cannot_resume_but_can_start_a_fine_tuned_run(tmp_path, models, small_text_file):
+    out = tmp_path / "m.safetensors"
+    assert invoke("export", models["lstm"], "--out", out).exit_code == 0
+    resumed = invoke("train", small_text_file, "--resume", out)
+    assert resumed.exit_code == 1 and "cannot be resumed" in resumed.output
+    tuned = invoke(
+        "train", small_text_file, "--init", out, "--max-steps", "3", "--out", tmp_path / "ft", "-q"
+    )
+    assert tuned.exit_code == 0, tuned.output
+
+
+def _onnx_steps(path: Path, ids: list[int], lstm: bool, layers: int, hidden: int) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    state = {"h": np.zeros((layers, 1, hidden), np.float32)}
+    if lstm:
+        state["c"] = np.zeros((layers, 1, hidden), np.float32)
+    rows = []
+    for i in ids:
+        out = session.run(None, {"ids": np.array([[i]], dtype=np.int64), **state})
+        rows.append(out[0][0, 0])
+        state["h"] = out[1]
+        if lstm:
+            state["c"] = out[2]
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_onnx_logits_match_charrnn_for_a_thousand_steps(tmp_path, models, variant):
+    out = tmp_path / "m.onnx"
+    result = invoke("export", models[variant], "--format", "onnx", "--out", out)
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(models[variant])
+    ids = ckpt.vocab.encode((SMALL_TEXT * 3)[:1000]).long()
+    with torch.no_grad():
+        expected, _ = ckpt.build_model()(ids[None])
+    c = ckpt.model_config
+    got = _onnx_steps(out, ids.tolist(), c.cell == "lstm", c.layers, c.hidden)
+    assert np.abs(got - expected[0].numpy()).max() < 1e-4
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    whole = session.run(None, {"ids": ids[None, :50].numpy(), **_zeros(c)})[0]  # the prime graph: T = 50
+    assert np.abs(whole[0] - expected[0, :50].numpy()).max() < 1e-4
+
+
+def _zeros(c: ModelConfig) -> dict:
+    state = {"h": np.zeros((c.layers, 1, c.hidden), np.float32)}
+    if c.cell == "lstm":
+        state["c"] = np.zeros((c.layers, 1, c.hidden), np.float32)
+    return state
+
+
+@pytest.mark.parametrize("variant", ["lstm", "gru", "byte"])
+def test_the_example_script_writes_the_greedy_text_of_charrnn_without_torch(tmp_path, models, variant):
+    out = tmp_path / "m.onnx"
+    assert invoke("export", models[variant], "--format", "onnx", "--out", out).exit_code == 0
+    expected = invoke("sample", models[variant], "--prime", "the cat", "--length", "500", "-T", "0")
+    assert expected.exit_code == 0, expected.output
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir()
+    (blocker / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    (blocker / "charrnn.py").write_text("raise ImportError('charrnn is blocked in this test')\n")
+    script = REPO / "examples" / "onnx_sample.py"
+    env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(out), "--prime", "the cat", "--length", "500",
+         "--temperature", "0"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected.stdout
+    seeded = [
+        subprocess.run(
+            [sys.executable, str(script), str(out), "--prime", "a", "--length", "50", "--seed", "7"],
+            capture_output=True, text=True, env=env, timeout=120, check=True,
+        ).stdout
+        for _ in range(2)
+    ]  # fmt: skip
+    assert seeded[0] == seeded[1] and len(seeded[0]) > 10
+
+
+def test_the_peephole_lstm_is_refused_for_onnx_in_one_line(tmp_path):
+    vocab = Vocabulary.from_text(SMALL_TEXT)
+    corpus = Corpus("small", vocab, vocab.encode(SMALL_TEXT))
+    config = ModelConfig(vocab_size=len(vocab), cell="peephole-lstm", layers=1, hidden=8, embedding=4)
+    Trainer(
+        corpus, config, TrainConfig(batch_size=2, seq_len=8, max_steps=2, eval_every=2), tmp_path / "p"
+    ).run()
+    result = invoke("export", tmp_path / "p", "--format", "onnx", "--out", tmp_path / "p.onnx")
+    assert result.exit_code == 1 and "peephole LSTM has no ONNX operator" in result.output
+    assert not (tmp_path / "p.onnx").exists()
+    assert invoke("export", tmp_path / "p", "--out", tmp_path / "p.safetensors").exit_code == 0
+
+
+def test_bad_export_input_gets_one_line_errors(tmp_path, models, monkeypatch):
+    unknown = invoke("export", models["lstm"], "--format", "tflite")
+    assert unknown.exit_code == 2 and "tflite" in unknown.output
+    missing_dir = invoke("export", models["lstm"], "--out", tmp_path / "nowhere" / "m.safetensors")
+    assert missing_dir.exit_code == 1 and "does not exist" in missing_dir.output
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"PK\x03\x04 not really")
+    bad = invoke("export", damaged, "--out", tmp_path / "x.onnx", "--format", "onnx")
+    assert bad.exit_code == 1 and "not a readable checkpoint" in bad.output
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
+    no_extra = invoke("export", models["lstm"], "--format", "onnx", "--out", tmp_path / "y.onnx")
+    assert no_extra.exit_code == 1 and "pip install 'charrnn[export]'" in no_extra.output
+    assert "Traceback" not in no_extra.output and not (tmp_path / "y.onnx").exists()
