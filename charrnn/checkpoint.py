@@ -303,7 +303,7 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> Checkpoint:
 
 
 def _read_safetensors(file: Path) -> Checkpoint:
-    """A weights-only Checkpoint from an exported safetensors file (its layout: export/safetensors_file.py)."""
+    """A weights-only Checkpoint from an exported safetensors file (layout: export/safetensors_file.py)."""
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
