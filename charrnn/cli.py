@@ -859,6 +859,7 @@ def info(
 class ExportFormat(str, Enum):
     safetensors = "safetensors"
     onnx = "onnx"
+    html = "html"
 
 
 @app.command()
@@ -873,7 +874,8 @@ def export(
             "--format",
             "-f",
             help="safetensors: the weights and the settings any program can read; onnx: one graph for "
-            "onnxruntime (prime and step, the state explicit).",
+            "onnxruntime (prime and step, the state explicit); html: one page that writes text in the "
+            "browser, offline.",
         ),
     ] = ExportFormat.safetensors,
     out: Annotated[
@@ -888,6 +890,8 @@ def export(
       charrnn export checkpoints/shakespeare --format safetensors --out shakespeare.safetensors
 
       charrnn export checkpoints/shakespeare --format onnx --out shakespeare.onnx
+
+      charrnn export checkpoints/shakespeare --format html --out shakespeare.html
     """
     from charrnn.export.run import export_model
 

@@ -8,7 +8,7 @@ from charrnn.bundled import bundled_name
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.errors import BadInput
 
-FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx"}
+FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "html": ".html"}
 
 
 def default_out(checkpoint: Checkpoint, fmt: str) -> Path:
@@ -38,10 +38,14 @@ def export_model(source: str | Path, fmt: str, out: Path | None = None) -> Path:
             from charrnn.export.safetensors_file import write_safetensors
 
             write_safetensors(checkpoint, out)
-        else:
+        elif fmt == "onnx":
             from charrnn.export.onnx_graph import write_onnx
 
             write_onnx(checkpoint, out)
+        else:
+            from charrnn.export.web_page import write_page
+
+            write_page(checkpoint, out)
     except PermissionError:
         raise BadInput(f"--out {out}: permission denied; choose a folder you can write to") from None
     except OSError as e:
