@@ -153,6 +153,12 @@ def _print_stdout(renderable) -> None:
     sys.stdout.flush()
 
 
+def _apply_threads(threads: int | None) -> None:
+    from charrnn.device import apply_threads
+
+    apply_threads(threads, lambda text: err.print(text, markup=False, highlight=False))
+
+
 _check = check_number  # open intervals and NaN, which Typer's min/max cannot express
 
 
@@ -317,6 +323,15 @@ def sample(
         bool, typer.Option("--drop-unknown", help="Drop prime characters the model does not know.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
+            "\\[default: one per core].",
+        ),
+    ] = None,
     prime_file: Annotated[
         Path | None,
         typer.Option(
@@ -457,6 +472,7 @@ def sample(
     elif num_samples != 1:
         raise CharrnnError("give --items N (complete items) or --num-samples N (texts of --length), not both")
     stops = tuple(_unescaped(s, "--stop") for s in stop or ())
+    _apply_threads(threads)
     dev = pick_device(device.value)
     prime, echo = _read_prime(prime, prime_file)
     blob = load_checkpoint(checkpoint)
@@ -563,6 +579,15 @@ def evaluate(
         bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
+            "\\[default: one per core].",
+        ),
+    ] = None,
     encoding: Annotated[
         str | None, typer.Option(help="Text encoding of the file \\[default: utf-8].")
     ] = None,
@@ -647,6 +672,8 @@ def evaluate(
       charrnn evaluate run/ other-author.txt --dynamic
     """
     from charrnn.evaluate import prepare_scoring
+
+    _apply_threads(threads)
 
     job = prepare_scoring(checkpoint, text, device.value, encoding, lossy)
     if html is not None:
@@ -932,6 +959,15 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
+            "\\[default: one per core].",
+        ),
+    ] = None,
     quantize: Annotated[
         Quantize, typer.Option(help="int8: generate with int8 recurrent weights.")
     ] = Quantize.none,
@@ -968,6 +1004,8 @@ def serve(
       -d '{"prompt": "ROMEO:", "max_tokens": 200, "stream": true}'
     """
     from charrnn.serve.run import ServeRequest
+
+    _apply_threads(threads)
     from charrnn.serve.run import serve as run_server
 
     request = ServeRequest(

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"
+    threads: int | None = None  # PyTorch's intra-op threads; None: its default (one per core)
     scheduled_sampling: list[float] | None = None  # [start, end] probability of feeding the model's guess
     log_grad_norms: bool = False  # record the gradient reaching each time step (grad_norms.jsonl)
     ema: float = 0.0  # decay of an exponential moving average of the weights, scored beside them; 0: off

@@ -600,13 +600,16 @@ def with_vocabulary(corpus: Corpus, vocab: Vocabulary, report: Report | None = N
     except OSError as e:
         (report or _ignore)(_no_cache_note(e))
     tokens = None
-    if entry is not None:
+    if entry is not None and entry.exists():
         try:
-            if entry.exists():
-                tokens = open_token_file(entry)
-            else:
-                write_token_file(entry, vocab, len(corpus), chunks(), info)
-                tokens = open_token_file(entry, verify=False)
+            tokens = open_token_file(entry)
+        except DamagedTokenFile:
+            with contextlib.suppress(OSError):
+                entry.unlink()  # rebuilt below
+    if entry is not None and tokens is None:
+        try:
+            write_token_file(entry, vocab, len(corpus), chunks(), info)
+            tokens = open_token_file(entry, verify=False)
         except (OSError, DamagedTokenFile) as e:
             (report or _ignore)(_no_cache_note(e))
             tokens = None

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from charrnn.errors import BadSetting, CharrnnError, setting_ref
+
+
+def apply_threads(threads: int | None, note=None) -> int:
+    """Set PyTorch's intra-op threads (None: leave its default); returns the count in force. More threads
+    than cores is allowed (PyTorch runs them) with a note, since it usually slows the work down."""
+    if threads is not None:
+        cores = os.cpu_count() or 1
+        if threads > cores and note is not None:
+            note(
+                f"note: --threads {threads} is more than this machine's {cores} cores; oversubscribed "
+                "threads usually make PyTorch slower"
+            )
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def pick_device(requested: str, local_rank: int = 0, local_world_size: int = 1) -> torch.device:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn.bundled import bundled_name
-from charrnn.checkpoint import FORMAT, Checkpoint
+from charrnn.checkpoint import FORMAT, SAFETENSORS_FORMAT, SAFETENSORS_VERSION, Checkpoint
 from charrnn.config import format_bytes, format_duration
 from charrnn.evaluate import LN2
 from charrnn.model import count_parameters
@@ -61,6 +61,7 @@ def checkpoint_info(checkpoint: Checkpoint) -> dict:
     last = history[-1] if history and isinstance(history[-1], dict) else {}
     epochs = last.get("epoch") if last.get("step") == step else (progress.epoch if progress else None)
     best = _finite(progress.best_val) if progress else None
+    safetensors = path is not None and path.suffix == ".safetensors"
     try:
         size = path.stat().st_size
     except OSError:
@@ -68,8 +69,8 @@ def checkpoint_info(checkpoint: Checkpoint) -> dict:
     return {
         "checkpoint": str(path),
         "file_size": size,
-        "format": FORMAT,
-        "format_version": checkpoint.file_version,
+        "format": SAFETENSORS_FORMAT if safetensors else FORMAT,
+        "format_version": SAFETENSORS_VERSION if safetensors else checkpoint.file_version,
         "resumable": checkpoint.training is not None,
         "cell": model_config.get("cell"),
         "layers": model_config.get("layers"),

@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.config import TrainConfig, format_duration
 from charrnn.corpus import Corpus, load_corpus, with_vocabulary
-from charrnn.device import pick_device
+from charrnn.device import apply_threads, pick_device
 from charrnn.diagnostics import summarise
 from charrnn.distributed import Ranks
 from charrnn.errors import BadInput, BadSetting, OutOfMemory, setting_ref
@@ -246,6 +247,9 @@ def _train_in(
         )
         config.batch_size = fitted
 
+    threads = config.threads
+    if threads is not None and threads > (os.cpu_count() or 1) and ranks.is_main:
+        apply_threads(threads, lambda text: console.print(text, markup=False, soft_wrap=True))
     view = TrainingView(request.quiet or not ranks.is_main)
     try:
         with ranks.peers_watched():  # (DistributedDataParallel sends rank 0's weights to the others)
@@ -305,6 +309,7 @@ def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: Tr
         format_duration(config.max_time) if config.max_time else None,
     ]
     precision = "bf16 autocast" if trainer.autocast_dtype is not None else "fp32"
+    threads = f"{trainer.threads} thread" + ("s" if trainer.threads != 1 else "")
     world = trainer.ranks.world_size
     batch = f"batch {config.batch_size}x{config.seq_len}" + (
         f" per rank x {world} ranks ({trainer.ranks.backend}; global batch {config.batch_size * world})"
@@ -318,7 +323,7 @@ def _print_header(console: Console, corpus: Corpus, trainer: Trainer, config: Tr
         f"({count_parameters(trainer.model) / 1e6:.2f}M params{options}) on "
         f"{corpus.name}: {len(corpus) - n_val:,} train / {n_val:,} val {unit}{scored}, "
         f"{len(corpus.vocab)} symbols; "
-        f"{batch}, {trainer.device.type} {precision}; "
+        f"{batch}, {trainer.device.type} {precision}, {threads}; "
         f"stops at {' or '.join(x for x in limits if x)}",
         soft_wrap=True,
         markup=False,
@@ -411,26 +416,40 @@ def _report(console: Console, request: TrainRequest, result: TrainResult, traine
     return 0
 
 
-class TrainingView:
-    """Renders the Trainer's events on stderr: a tqdm bar in percent of the budget with the numbers a user
-    watches, and live samples written above it. Quiet: nothing."""
+PLAIN_INTERVAL = 30.0  # seconds between plain progress lines (besides one at every evaluation)
 
-    def __init__(self, quiet: bool):
+
+class TrainingView:
+    """Renders the Trainer's events on stderr. On a terminal: a tqdm bar in percent of the budget with the
+    numbers a user watches, and live samples written above it. Elsewhere (a log file, a pipe, CI): plain
+    lines with the same facts, one at each evaluation and at most one every PLAIN_INTERVAL seconds between,
+    with no carriage returns or terminal codes. Quiet: nothing."""
+
+    def __init__(self, quiet: bool, plain: bool | None = None, stream=None):
         self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.plain = not _is_terminal(self.stream) if plain is None else plain
         self.bar = None
+        self.started: float | None = None
+        self.last_line = -math.inf
 
     def __call__(self, event: Event) -> None:
         if self.quiet:
             return
         if isinstance(event, SampleReport):
-            from tqdm import tqdm
-
             loss = f", val {event.val_loss:.3f}" if event.val_loss is not None else ""
-            tqdm.write(
-                f"--- sample at step {event.step}{loss} (temperature {event.temperature:g}) ---\n"
-                + event.text,
-                file=sys.stderr,
-            )
+            head = f"--- sample at step {event.step}{loss} (temperature {event.temperature:g}) ---"
+            text = f"{head}\n{event.text}"
+            if self.plain:
+                self._write(text)
+            else:
+                from tqdm import tqdm
+
+                tqdm.write(text, file=sys.stderr)
+            return
+        if self.plain:
+            if isinstance(event, StepReport):
+                self._plain_line(event)
             return
         bar = self._bar()
         if isinstance(event, LimitReport):
@@ -443,6 +462,27 @@ class TrainingView:
                 f"step {event.step}, loss {event.loss:.3f}, val {val}, {event.chars_per_sec:,.0f} chars/s",
                 refresh=True,
             )
+
+    def _plain_line(self, event: StepReport) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        if not (event.evaluated or now - self.last_line >= PLAIN_INTERVAL):
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        fraction = min(max(event.fraction, 0.0), 1.0)
+        left = f", {format_duration(elapsed * (1 - fraction) / fraction)} left" if fraction > 0 else ""
+        val = f"{event.best_val:.3f}" if math.isfinite(event.best_val) else "-"
+        self._write(
+            f"step {event.step} ({fraction:.0%}, {format_duration(elapsed)}{left}): loss {event.loss:.3f}, "
+            f"best val {val}, {event.chars_per_sec:,.0f} chars/s"
+            + (" [evaluated]" if event.evaluated else "")
+        )
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def _bar(self):
         if self.bar is None:
@@ -462,3 +502,10 @@ class TrainingView:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -136,6 +136,9 @@ SETTINGS: tuple[Setting, ...] = (
             valid=lambda v: v == 0 or v >= 2, requirement="must be 0 (all) or at least 2"),
     Setting("seed", TRAIN, int, "Random seed", low=0, high=2**63 - 1, fixed_on_resume=True),
     Setting("device", TRAIN, str, "auto picks CUDA when present", choices=("auto", "cpu", "cuda")),
+    Setting("threads", TRAIN, int, "PyTorch's intra-op CPU threads (leave cores free on a shared machine; "
+            "more than the cores is allowed but usually slower)", "PyTorch's default, one per core", low=1,
+            high=4096),
     Setting("precision", TRAIN, str, "auto: bf16 autocast on GPUs and on CPUs with AVX512-BF16 or AMX, else "
             "fp32", choices=("auto", "fp32", "bf16")),
     Setting("scheduled_sampling", TRAIN, str, "Feed the model's own sampled guess instead of the true "

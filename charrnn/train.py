@@ -40,7 +40,7 @@ from charrnn.batching import StreamBatcher
 from charrnn.checkpoint import Checkpoint, CorpusFacts, Progress, TrainingState
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
-from charrnn.device import pick_autocast, pick_device
+from charrnn.device import apply_threads, pick_autocast, pick_device
 from charrnn.diagnostics import gradient_reach
 from charrnn.distributed import Ranks
 from charrnn.errors import BadSetting, CharrnnError
@@ -73,6 +73,7 @@ class StepReport:
     loss: float  # mean training loss since the previous report
     best_val: float
     chars_per_sec: float
+    evaluated: bool = False  # sent right after an evaluation (the log mode prints every one of these)
 
 
 @dataclass
@@ -191,6 +192,7 @@ class Trainer:
         self.on_step = on_step
         self.device = pick_device(config.device, self.ranks.local_rank, self.ranks.local_world_size)
         self.autocast_dtype = pick_autocast(config.precision, self.device)
+        self.threads = apply_threads(config.threads)
 
         check_training_fits(model_config, config, self.device)  # refuse before allocating, not after
         torch.manual_seed(config.seed % (1 << 63))
@@ -379,6 +381,7 @@ class Trainer:
             **self._scheduled_sampling_entry(),
             "elapsed": round(p.elapsed, 3),
             "chars_per_sec": round(chars_per_sec, 1),
+            "threads": self.threads,
         }
         p.history.append(entry)
         if self.ranks.is_main:
@@ -609,7 +612,7 @@ class Trainer:
                         return "diverged", lr
                 self._tick()
                 shown = budget_fraction(cfg, p, self.batcher.batches_in_epoch(p.epoch), 0.0)
-                self._emit(StepReport(shown, p.step, recent, p.best_val, self._speed()))
+                self._emit(StepReport(shown, p.step, recent, p.best_val, self._speed(), eval_due))
                 last_shown = time.perf_counter()
             if self.on_step is not None:
                 self.on_step(self)
