@@ -618,4 +618,6 @@ def with_vocabulary(corpus: Corpus, vocab: Vocabulary, report: Report | None = N
             write_tokens(out, vocab, len(corpus), chunks(), info)
             tokens = open_token_file(out.fileno(), verify=False)
     path = tokens.path if isinstance(tokens.path, Path) else None
-    return Corpus(corpus.name, vocab, tokens.ids, tokens.fingerprint, corpus.source, path, corpus.origin)
+    # the fingerprint stays the text's own (its ids in its own vocabulary): what `sample --novel` finds
+    # when it reads the corpus again, and what a resume compares
+    return Corpus(corpus.name, vocab, tokens.ids, corpus.fingerprint, corpus.source, path, corpus.origin)

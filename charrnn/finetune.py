@@ -39,6 +39,7 @@ class InitSource:
     checkpoint: Checkpoint
     spec: str  # as the user gave it
     name: str | None  # a bundled model's name
+    fingerprint: str | None = None  # SHA-256 of its file, read when it was loaded
 
     @property
     def label(self) -> str:
@@ -49,7 +50,20 @@ def load_source(spec: str | Path) -> InitSource:
     """Read the source of `--init` (a checkpoint, a run folder's best.pt, or a bundled model's name)."""
     checkpoint = load_checkpoint(spec)
     checkpoint.build_model()  # refuse damaged or mismatched weights here, in one line
-    return InitSource(checkpoint, str(spec), bundled_name(checkpoint.path))
+    path = checkpoint.path
+    fingerprint = file_fingerprint(path) if path is not None else None
+    return InitSource(checkpoint, str(spec), bundled_name(path), fingerprint)
+
+
+def check_outside(source: InitSource, run_folder: Path) -> None:
+    """A fresh run empties its folder (--overwrite): the source must not be in it."""
+    path = source.checkpoint.path
+    if path is not None and path.resolve().parent == run_folder.resolve():
+        raise BadSetting(
+            f"--init {source.spec} is in the run folder this run would start afresh in ({run_folder}); give "
+            "--out another folder",
+            setting="init",
+        )
 
 
 def check_level(requested: str | None, source: InitSource) -> str:
@@ -142,7 +156,7 @@ def lineage(source: InitSource, added: list[str]) -> dict:
     return {
         "path": str(path) if path is not None else None,
         "name": source.name,
-        "fingerprint": file_fingerprint(path) if path is not None else None,
+        "fingerprint": source.fingerprint,
         "corpus": {"name": c.corpus.name, "chars": c.corpus.chars, "sha256": c.corpus.sha256},
         "level": c.level,
         "source_vocab_size": len(c.vocab),

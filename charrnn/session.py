@@ -28,7 +28,14 @@ from charrnn.diagnostics import summarise
 from charrnn.distributed import Ranks
 from charrnn.errors import BadInput, BadSetting, OutOfMemory, setting_ref
 from charrnn.evaluate import LN2
-from charrnn.finetune import InitSource, grown_vocabulary, grown_weights, lineage, load_source
+from charrnn.finetune import (
+    InitSource,
+    check_outside,
+    grown_vocabulary,
+    grown_weights,
+    lineage,
+    load_source,
+)
 from charrnn.finetune import check_level as check_init_level
 from charrnn.info import escape_char
 from charrnn.model import ModelConfig, count_parameters
@@ -221,6 +228,8 @@ def _train_in(
     """Settle the configuration, check the run folder, train and report (with the folder locked)."""
     settings = settle_configs(request, corpus, resume, source)
     model_config, config = settings.model, settings.train
+    if source is not None:
+        check_outside(source, folder.path)
     if resume is None and ranks.is_main:
         folder.start_fresh(request.overwrite)
 
@@ -431,6 +440,7 @@ class TrainingView:
         self.plain = not _is_terminal(self.stream) if plain is None else plain
         self.bar = None
         self.started: float | None = None
+        self.start_fraction = 0.0  # of the budget spent when this process began (a resumed run: > 0)
         self.last_line = -math.inf
 
     def __call__(self, event: Event) -> None:
@@ -465,14 +475,17 @@ class TrainingView:
 
     def _plain_line(self, event: StepReport) -> None:
         now = time.monotonic()
+        fraction = min(max(event.fraction, 0.0), 1.0)
         if self.started is None:
-            self.started = now
+            self.started, self.start_fraction = now, fraction
         if not (event.evaluated or now - self.last_line >= PLAIN_INTERVAL):
             return
         self.last_line = now
         elapsed = now - self.started
-        fraction = min(max(event.fraction, 0.0), 1.0)
-        left = f", {format_duration(elapsed * (1 - fraction) / fraction)} left" if fraction > 0 else ""
+        done = fraction - self.start_fraction
+        left = (
+            f", {format_duration(elapsed * (1 - fraction) / done)} left" if done > 0 and elapsed > 0 else ""
+        )
         val = f"{event.best_val:.3f}" if math.isfinite(event.best_val) else "-"
         self._write(
             f"step {event.step} ({fraction:.0%}, {format_duration(elapsed)}{left}): loss {event.loss:.3f}, "

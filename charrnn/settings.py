@@ -281,6 +281,7 @@ def _resumed(flags: dict, resume: Checkpoint) -> Settings:
             changed.append((key, getattr(model, key), value))
             setattr(model, key, value)
     config = TrainConfig.from_dict(old.to_dict())
+    config.threads = None  # the machine's, not the run's: a resume uses its own --threads or the default
     if any(k in flags for k in ("max_steps", "epochs", "max_time")):
         config.max_steps = config.epochs = config.max_time = None  # new limits replace the old ones
     for key, value in flags.items():
@@ -320,6 +321,8 @@ def reproduce_flags(model_config: dict, train_config: dict, level: str | None) -
     for setting in SETTINGS:
         saved = model_config if setting.scope == MODEL else train_config
         value = saved.get(setting.name)
+        if setting.name == "embedding" and model_config.get("input") == "onehot":
+            continue  # one-hot input has no embedding: its size is the vocabulary's
         if setting.name == "val_chars" and setting.name in saved and value is None:
             flags += [setting.flag, "0"]  # None there means all of the held-out text
         elif value is None or value is False:

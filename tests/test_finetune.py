@@ -149,6 +149,8 @@ def test_fine_tuning_grows_the_vocabulary_and_samples_and_scores_the_new_text(tm
     sampled = invoke("sample", tmp_path / "ft", "--prime", "東京 ", "--length", "40", "--seed", "3")
     assert sampled.exit_code == 0, sampled.output
     assert sampled.stdout.startswith("東京 ")
+    items = invoke("sample", tmp_path / "ft", "--items", "3", "--novel", "--max-tries", "50", "--seed", "1")
+    assert "has changed" not in items.output and "Traceback" not in items.output  # its corpus is found again
     scored = invoke("evaluate", tmp_path / "ft", texts[1], "--json")
     assert scored.exit_code == 0, scored.output
     report = json.loads(scored.stdout)
@@ -202,6 +204,12 @@ def test_refused_combinations(tmp_path, texts, source, flags, message):
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("*.pt"))
+
+
+def test_a_source_in_the_run_folder_is_never_overwritten(tmp_path, texts, source):
+    result = invoke("train", texts[1], "--init", source, "--out", source, "--overwrite", "--max-steps", "3")
+    assert result.exit_code != 0 and "give --out another folder" in result.output
+    assert (source / "best.pt").is_file()
 
 
 def test_a_character_level_run_cannot_start_from_a_byte_model(tmp_path, texts):

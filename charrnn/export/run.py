@@ -15,9 +15,8 @@ def default_out(checkpoint: Checkpoint, fmt: str) -> Path:
     """`<run folder name>.<ext>` in the working directory (a bundled model: its name)."""
     path = checkpoint.path
     name = bundled_name(path) if path is not None else None
-    stem = name or (
-        path.parent.name if path is not None and path.suffix == ".pt" else path.stem if path else ""
-    )
+    in_run = path is not None and path.name in ("best.pt", "last.pt")
+    stem = name or (path.parent.name if in_run else path.stem if path is not None else "")
     return Path((stem or "model") + FORMATS[fmt])
 
 

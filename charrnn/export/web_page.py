@@ -17,7 +17,6 @@ as base64; the page's Content-Security-Policy allows no network at all.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -92,8 +91,8 @@ def page_model(checkpoint: Checkpoint) -> dict:
 def write_page(checkpoint: Checkpoint, out: Path) -> None:
     template = resources.files("charrnn.export").joinpath("writer.html").read_text(encoding="utf-8")
     data = script_safe_json(page_model(checkpoint))
-    title = json.dumps(checkpoint.corpus.name or "charrnn")[1:-1]
-    page = template.replace("__TITLE__", _html_text(title)).replace("__DATA__", data)
+    title = _html_text(checkpoint.corpus.name or "charrnn")
+    page = template.replace("__TITLE__", title).replace("__DATA__", data)
     with atomic_write(out) as f:
         f.write(page.encode("utf-8"))
 
