@@ -44,6 +44,7 @@ class TrainConfig:
     threads: int | None = None  # PyTorch's intra-op threads; None: its default (one per core)
     scheduled_sampling: list[float] | None = None  # [start, end] probability of feeding the model's guess
     log_grad_norms: bool = False  # record the gradient reaching each time step (grad_norms.jsonl)
+    state_reset: float = 0.0  # probability per window that a stream's carried state starts blank
     ema: float = 0.0  # decay of an exponential moving average of the weights, scored beside them; 0: off
     sample_every: int = 0  # after every N-th evaluation write a sample (stderr, samples.jsonl); 0: never
     sample_length: int = 200

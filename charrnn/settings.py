@@ -146,6 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
             "0:0.25). Steps through time one character at a time: several times slower", "", text=True),
     Setting("log_grad_norms", TRAIN, bool, "Record the gradient norm reaching each time step of the window "
             "at every evaluation (grad_norms.jsonl) and show how far back it reaches", ""),
+    _rate("state_reset", "Probability per window that a stream's carried state starts blank: trains the "
+          "model for the blank state a prime or a scored text starts from, which a run shorter than an "
+          "epoch otherwise never sees (0: only at each epoch's start)", scope=TRAIN),
     _rate("ema", "Keep an exponential moving average of the weights with this decay per step (e.g. 0.999), "
           "score it beside the weights at every evaluation and save it as best.pt when it scores better "
           "(0: off)", scope=TRAIN),

@@ -580,6 +580,8 @@ class Trainer:
                 group["lr"] = lr
             if p.batch == 0:
                 self.state = None  # each epoch starts the streams afresh
+            elif cfg.state_reset > 0 and self.state is not None:
+                self.state = self._reset_some_streams(self.state, p.step)
             x, y = self.batcher.batch(p.epoch, p.batch)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             state_in = self.state
@@ -616,6 +618,17 @@ class Trainer:
                 last_shown = time.perf_counter()
             if self.on_step is not None:
                 self.on_step(self)
+
+    def _reset_some_streams(self, state, step: int):
+        """--state-reset: each stream's carried state starts blank with this probability per window, drawn
+        from a generator seeded by the run's seed and the step, so a resumed run draws the same. Without
+        it, a run shorter than an epoch never trains from a blank state (the only state a prime or a scored
+        text starts from), and its predictions after a blank state can be much worse than after a long one."""
+        generator = torch.Generator().manual_seed((self.config.seed * 1_000_003 + step) % (1 << 63))
+        streams = self.config.batch_size * self.ranks.world_size
+        keep = (torch.rand(streams, generator=generator) >= self.config.state_reset)[self.batcher.rows]
+        keep = keep.to(self.device).view(1, -1, 1)
+        return map_state(state, lambda s: s * keep)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, sampling_rate: float = 0.0) -> torch.Tensor:
         cfg = self.config

@@ -53,12 +53,14 @@ def _interrupt_at(step: int):
     return hook
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_interrupt_and_resume_follows_the_same_trajectory(tmp_path, cell):
+@pytest.mark.parametrize("cell, state_reset", [("lstm", 0.0), ("gru", 0.0), ("lstm", 0.3)])
+def test_interrupt_and_resume_follows_the_same_trajectory(tmp_path, cell, state_reset):
     text = "to be or not to be, that is the question; whether tis nobler in the mind to suffer\n" * 12
     corpus = make_corpus(text)
     model = tiny_model(len(corpus.vocab), dropout=0.2, cell=cell)  # dropout: the RNG must be restored too
-    config = TrainConfig(batch_size=4, seq_len=16, max_steps=40, eval_every=7, seed=3, warmup_steps=5)
+    config = TrainConfig(
+        batch_size=4, seq_len=16, max_steps=40, eval_every=7, seed=3, warmup_steps=5, state_reset=state_reset
+    )
 
     straight = Trainer(corpus, model, config, tmp_path / "straight")
     straight_result = straight.run()
@@ -183,3 +185,18 @@ def test_bf16_autocast_on_the_cpu_trains_and_resumes_exactly(tmp_path, small_tex
     assert again.exit_code == 0, again.output
     a, b = load_checkpoint(tmp_path / "w" / "last.pt"), load_checkpoint(tmp_path / "p" / "last.pt")
     assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+
+
+def test_state_reset_blanks_some_streams_and_is_the_same_on_every_run(tmp_path):
+    corpus = make_corpus("abcdefghij klmnop\n" * 40)
+    config = TrainConfig(batch_size=8, seq_len=8, max_steps=2, eval_every=100, seed=1, state_reset=0.5)
+    trainer = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path)
+    state = (torch.ones(2, 8, 32), torch.ones(2, 8, 32))
+    first = trainer._reset_some_streams(state, step=7)
+    again = trainer._reset_some_streams(state, step=7)
+    blank = (first[0][0, :, 0] == 0).tolist()
+    assert 0 < sum(blank) < 8  # some streams start blank, the others keep their state
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert (first[1][:, blank] == 0).all() and (first[1][:, [not b for b in blank]] == 1).all()
+    other = trainer._reset_some_streams(state, step=8)
+    assert not torch.equal(other[0], first[0])
