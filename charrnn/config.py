@@ -145,7 +145,7 @@ def finetune_settings(train_chars: int, max_time: float | None) -> dict:
     }
 
 
-FINETUNE_LR = 2e-3
+FINETUNE_LR = 4e-3
 FINETUNE_WARMUP_STEPS = 20
 FINETUNE_DROPOUT = 0.1
 FINETUNE_DROPOUT_SMALL = 0.2

@@ -214,15 +214,28 @@ def browser():
             launched.close()
 
 
-def open_page(browser, path: Path, events: list):
+def open_page(browser, path: Path, events: list, wasm: bool = True):
     page = browser.new_page(viewport={"width": 1000, "height": 800})
+    if not wasm:  # as in a browser without WebAssembly: the page's JavaScript product instead
+        page.add_init_script("WebAssembly.Module = undefined;")
     page.set_default_timeout(30_000)
     page.on("console", lambda m: events.append(("console", m.type, m.text)))
     page.on("pageerror", lambda e: events.append(("error", str(e))))
     page.on("request", lambda r: events.append(("request", r.url)))
     page.goto(path.as_uri())
-    page.wait_for_function("window.charrnn !== undefined")
+    wait_until(page, "window.charrnn !== undefined")
     return page
+
+
+def wait_until(page, expression: str, seconds: float = 30.0) -> None:
+    """Poll a condition with page.evaluate (wait_for_function's string form is eval, which the page's
+    CSP forbids), at most `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("variant", ["lstm", "gru", "rnn", "peephole", "onehot", "tied", "byte"])
@@ -237,15 +250,19 @@ def test_the_page_writes_what_charrnn_writes_with_the_same_weights(tmp_path, mod
     expected = invoke("sample", same, "--prime", "the cat", "--length", "300", "-T", "0")
     assert expected.exit_code == 0, expected.output
     events: list = []
-    page = open_page(browser, out, events)
-    greedy = page.evaluate("window.charrnn.generate({prime: 'the cat', length: 300, temperature: 0})")
-    assert "the cat" + greedy + "\n" == expected.stdout
+    for wasm in (False, True):
+        page = open_page(browser, out, events, wasm)
+        assert page.evaluate("window.charrnn.info.simd") is wasm
+        greedy = page.evaluate("window.charrnn.generate({prime: 'the cat', length: 300, temperature: 0})")
+        assert "the cat" + greedy + "\n" == expected.stdout, f"wasm {wasm}"
+        if not wasm:
+            page.close()
     assert len(set(greedy)) > 3  # real text, not one repeated character
     seeded = "window.charrnn.generate({prime: 'a', length: 80, temperature: 0.9, top_p: 0.95, seed: 5})"
     first, second = page.evaluate(seeded), page.evaluate(seeded)
     assert first == second and first != page.evaluate(seeded.replace("seed: 5", "seed: 6"))
     assert [e for e in events if e[0] == "error" or (e[0] == "console" and e[1] == "error")] == []
-    assert [e for e in events if e[0] == "request"] == [("request", out.as_uri())]
+    assert {e for e in events if e[0] == "request"} == {("request", out.as_uri())}  # only the file itself
     page.close()
 
 
@@ -257,15 +274,15 @@ def test_the_page_streams_into_its_text_and_stops(tmp_path, models, browser):
     page.fill("#prime", "the dog")
     page.fill("#length", "100000")
     page.click("#write")
-    page.wait_for_function("document.getElementById('out').textContent.length > 200")
+    wait_until(page, "document.getElementById('out').textContent.length > 200")
     page.click("#stop")
-    page.wait_for_function("!document.getElementById('write').disabled")
+    wait_until(page, "!document.getElementById('write').disabled")
     shown = page.text_content("#out")
     assert shown.startswith("the dog") and 200 < len(shown) < 100_000
     page.fill("#prime", "東京 ☃")  # characters the tiny character model does not know
     page.fill("#length", "10")
     page.click("#write")
-    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    wait_until(page, "document.getElementById('error').textContent.length > 0")
     assert "does not know" in page.text_content("#error")
     page.screenshot(path=str(tmp_path / "page.png"))
     assert not [e for e in events if e[0] == "error"]

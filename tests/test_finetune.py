@@ -261,4 +261,4 @@ def test_the_bundled_model_ships_and_loads_by_name():
 def test_a_local_folder_wins_over_a_bundled_name(tmp_path, monkeypatch, source):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base").symlink_to(source)
-    assert load_checkpoint("base").path == source / "best.pt"
+    assert load_checkpoint("base").path.resolve() == (source / "best.pt").resolve()
