@@ -7,8 +7,9 @@ separate step graph would repeat every weight. The state is explicit (inputs and
 pitfall of exporting stateful LSTMs. GRU and RNN models take and return `h` only (no `c`).
 
 Exported with PyTorch's TorchScript-based exporter (`dynamo=False`), which writes each layer as ONNX's own
-LSTM/GRU/RNN operator, at opset 17; the dynamo exporter does not handle recurrent modules with dynamic
-sequence length in the torch versions we support. The peephole LSTM has no ONNX operator (it is a Python
+LSTM/GRU/RNN operator, at opset 17, and works for all three (the tests check it). The dynamo exporter was
+not tried: it needs the onnxscript package, and several torch issues report it failing on recurrent
+modules. The peephole LSTM has no ONNX operator (it is a Python
 loop over time) and is refused. Metadata (`metadata_props`): the same keys as the safetensors export
 (safetensors_file.metadata), so a reader finds the vocabulary and settings in the model file itself.
 """
