@@ -153,6 +153,17 @@ def _print_stdout(renderable) -> None:
     sys.stdout.flush()
 
 
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=4096,
+        help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
+        "\\[default: one per core].",
+    ),
+]
+
+
 def _apply_threads(threads: int | None) -> None:
     from charrnn.device import apply_threads
 
@@ -323,15 +334,7 @@ def sample(
         bool, typer.Option("--drop-unknown", help="Drop prime characters the model does not know.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=4096,
-            help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
-            "\\[default: one per core].",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     prime_file: Annotated[
         Path | None,
         typer.Option(
@@ -579,15 +582,7 @@ def evaluate(
         bool, typer.Option("--json", help="Print one JSON object to stdout instead of a table.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=4096,
-            help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
-            "\\[default: one per core].",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     encoding: Annotated[
         str | None, typer.Option(help="Text encoding of the file \\[default: utf-8].")
     ] = None,
@@ -959,15 +954,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=4096,
-            help="PyTorch's intra-op CPU threads (more than the cores is allowed, usually slower) "
-            "\\[default: one per core].",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     quantize: Annotated[
         Quantize, typer.Option(help="int8: generate with int8 recurrent weights.")
     ] = Quantize.none,

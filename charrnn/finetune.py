@@ -16,7 +16,6 @@ A byte-level source needs none of this: every byte already has its rows.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from charrnn.bundled import bundled_name
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.errors import BadSetting, setting_ref
 from charrnn.model import ModelConfig
+from charrnn.named_corpora import sha256_of
 from charrnn.vocab import Vocabulary
 
 # the settings that define the source's architecture: a fine-tuned run keeps them
@@ -142,11 +142,7 @@ def grown_weights(source: Checkpoint, vocab_size: int) -> dict[str, torch.Tensor
 
 def file_fingerprint(path: Path) -> str:
     """SHA-256 of the source checkpoint's file: which model exactly a run started from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def lineage(source: InitSource, added: list[str]) -> dict:

@@ -200,18 +200,10 @@ def test_bad_export_input_gets_one_line_errors(tmp_path, models, monkeypatch):
 # ---- the web page ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    from test_playground import browser_or_skip
+    from test_playground import headless_chromium
 
-    sync_api, chromium = browser_or_skip()
-    with sync_api.sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with headless_chromium() as launched:
+        yield launched
 
 
 def open_page(browser, path: Path, events: list, wasm: bool = True):

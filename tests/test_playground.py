@@ -6,6 +6,7 @@ tiny model trained here, stopped with SIGTERM at the end. The browser reaches no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -119,8 +120,9 @@ def server(tmp_path_factory):
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def browser(server):
+@contextlib.contextmanager
+def headless_chromium():
+    """Debian's Chromium, headless, through playwright (skips the test when either is missing)."""
     sync_api, chromium = browser_or_skip()
     with sync_api.sync_playwright() as pw:
         launched = pw.chromium.launch(
@@ -131,6 +133,12 @@ def browser(server):
             yield launched
         finally:
             launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with headless_chromium() as launched:
+        yield launched
 
 
 def open_playground(browser, server: Server, events: list[tuple[str, str]]):
