@@ -103,7 +103,7 @@ SHORT_BUDGET_SECONDS = 300.0
 LONG_BUDGET_SECONDS = 1200.0
 
 
-def auto_settings(train_chars: int, max_time: float | None) -> dict:
+def auto_settings(train_chars: int, max_time: float | None, hidden: int | None = None) -> dict:
     """Defaults for the settings a user did not give, so each budget buys the best model it can.
 
     On a 2-core CPU a 2x384 LSTM learns faster per minute than a 2x512 one, so short budgets get it; longer
@@ -114,11 +114,13 @@ def auto_settings(train_chars: int, max_time: float | None) -> dict:
     AdamW weight decay costs no time: 0.1 was best at 10 minutes (1.375 against 1.418 without), 0.2 at 30
     minutes (1.362 against 1.376 with 0.1 or 0.3, 1.417 without); at 2 minutes and on small corpora it was
     within noise of none.
-    A run limited only by steps or epochs counts as a long one.
+    A run limited only by steps or epochs counts as a long one. A `hidden` width given (by the user or
+    chosen elsewhere) sets the learning rate that suits it.
     """
     budget = max_time if max_time is not None else math.inf
     small = train_chars < SMALL_CORPUS_CHARS
-    hidden = 256 if small else (384 if budget <= SHORT_BUDGET_SECONDS else 512)
+    if hidden is None:
+        hidden = 256 if small else (384 if budget <= SHORT_BUDGET_SECONDS else 512)
     return {
         "hidden": hidden,
         "dropout": 0.3 if small or budget >= LONG_BUDGET_SECONDS else 0.2,

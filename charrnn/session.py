@@ -23,7 +23,7 @@ from charrnn.batching import fit_batch_size
 from charrnn.checkpoint import Checkpoint, load_checkpoint
 from charrnn.config import TrainConfig, format_duration
 from charrnn.corpus import Corpus, load_corpus, with_vocabulary
-from charrnn.device import apply_threads, pick_device
+from charrnn.device import apply_threads, pick_autocast, pick_device
 from charrnn.diagnostics import summarise
 from charrnn.distributed import Ranks
 from charrnn.errors import BadInput, BadSetting, OutOfMemory, setting_ref
@@ -44,6 +44,7 @@ from charrnn.runfolder import RunFolder
 from charrnn.settings import BY_NAME, Settings, resolve_settings
 from charrnn.train import Event, LimitReport, SampleReport, StepReport, Trainer, TrainResult
 from charrnn.vocab import short_unit
+from charrnn.width_choice import WidthChoice, applies, choose_for_run
 
 SIGNAL_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -66,14 +67,35 @@ class TrainRequest:
 
 
 def settle_configs(
-    request: TrainRequest, corpus: Corpus, resume: Checkpoint | None, source: InitSource | None = None
+    request: TrainRequest,
+    corpus: Corpus,
+    resume: Checkpoint | None,
+    source: InitSource | None = None,
+    width: int | None = None,
 ) -> Settings:
     """The model and training settings for this run (see settings.resolve_settings); a resume must also
     be on the text it was trained on."""
     if resume is not None:
         _check_same_corpus(corpus, resume)
     init = source.checkpoint.model_config if source is not None else None
-    return resolve_settings(len(corpus), len(corpus.vocab), request.settings, resume=resume, init=init)
+    return resolve_settings(
+        len(corpus), len(corpus.vocab), request.settings, resume=resume, init=init, width=width
+    )
+
+
+def pick_width(
+    request: TrainRequest, corpus: Corpus, settings: Settings, ranks: Ranks
+) -> tuple[Settings, WidthChoice | None]:
+    """A fresh run with a time budget and no width given gets the width that trains best in it on this
+    machine (width_choice.py), and the settings that go with that width."""
+    if not applies(request.settings, settings.train, len(corpus), ranks.distributed):
+        return settings, None
+    device = pick_device(settings.train.device)
+    autocast = pick_autocast(settings.train.precision, device)
+    choice = choose_for_run(settings.model, settings.train, len(corpus), device, autocast)
+    if choice is None:
+        return settings, None
+    return settle_configs(request, corpus, None, width=choice.width), choice
 
 
 def _check_same_corpus(corpus: Corpus, resume: Checkpoint) -> None:
@@ -227,11 +249,14 @@ def _train_in(
 ) -> TrainOutcome:
     """Settle the configuration, check the run folder, train and report (with the folder locked)."""
     settings = settle_configs(request, corpus, resume, source)
-    model_config, config = settings.model, settings.train
     if source is not None:
         check_outside(source, folder.path)
     if resume is None and ranks.is_main:
-        folder.start_fresh(request.overwrite)
+        folder.start_fresh(request.overwrite)  # before measuring widths: a refused folder refuses at once
+    choice = None
+    if resume is None and source is None:
+        settings, choice = pick_width(request, corpus, settings, ranks)
+    model_config, config = settings.model, settings.train
 
     n_train = len(corpus) - int(len(corpus) * config.val_fraction)
     streams = config.batch_size * ranks.world_size
@@ -272,6 +297,7 @@ def _train_in(
                 ranks=ranks,
                 init_weights=grown_weights(source.checkpoint, len(corpus.vocab)) if source else None,
                 lineage=lineage(source, added or []) if source else None,
+                spent=choice.probe_seconds if choice else 0.0,
             )
     except (torch.cuda.OutOfMemoryError, MemoryError):  # what the estimate (memory.py) did not foresee
         raise OutOfMemory(
@@ -283,6 +309,8 @@ def _train_in(
     if not request.quiet:
         if source is not None:
             console.print(f"fine-tuning from {source.label} (fresh optimiser and schedule)", markup=False)
+        if choice is not None:
+            console.print(choice.describe(model_config.layers), markup=False, soft_wrap=True)
         _print_header(console, corpus, trainer, config)
     for name, before, after in settings.changed:
         console.print(f"changed on resume: {BY_NAME[name].flag} {before} -> {after}", markup=False)

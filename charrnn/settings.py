@@ -207,6 +207,7 @@ def resolve_settings(
     given: Mapping[str, Any] | None = None,
     resume: Checkpoint | None = None,
     init: ModelConfig | None = None,
+    width: int | None = None,
     **more: Any,
 ) -> Settings:
     """The final model and training settings for a run on a corpus of `train_chars` training characters
@@ -214,12 +215,13 @@ def resolve_settings(
     None for not given): fresh, the automatic choices (`config.auto_settings`) fill what was not given;
     resumed, the checkpoint's settings hold, settings that define the model or the data stream may not
     change, and new limits replace the old ones; started from a trained model (`init`, its config), the
-    architecture is that model's and `config.finetune_settings` fills the rest."""
+    architecture is that model's and `config.finetune_settings` fills the rest. `width` replaces the
+    automatic width of a fresh run whose width was not given (`width_choice`: chosen by measured speed)."""
     flags = check_given({**(given or {}), **more})
     if init is not None:
         return _initialised(flags, train_chars, vocab_size, init)
     if resume is None:
-        return _fresh(flags, train_chars, vocab_size)
+        return _fresh(flags, train_chars, vocab_size, width)
     return _resumed(flags, resume)
 
 
@@ -246,14 +248,16 @@ def _initialised(flags: dict, train_chars: int, vocab_size: int, source: ModelCo
     return Settings(model, config, [])
 
 
-def _fresh(flags: dict, train_chars: int, vocab_size: int) -> Settings:
+def _fresh(flags: dict, train_chars: int, vocab_size: int, width: int | None = None) -> Settings:
     model_flags = {k: v for k, v in flags.items() if BY_NAME[k].scope == MODEL}
+    if width is not None:
+        model_flags.setdefault("hidden", width)
     train_flags = {k: v for k, v in flags.items() if BY_NAME[k].scope == TRAIN}
     config = TrainConfig(**train_flags).with_default_limit()
     if config.val_chars == 0:
         config.val_chars = None  # all of the held-out text
     n_train = train_chars - int(train_chars * config.val_fraction)
-    for key, value in auto_settings(n_train, config.max_time).items():
+    for key, value in auto_settings(n_train, config.max_time, model_flags.get("hidden")).items():
         if BY_NAME[key].scope == MODEL:
             model_flags.setdefault(key, value)
         elif key not in train_flags:

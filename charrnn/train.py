@@ -180,9 +180,12 @@ class Trainer:
         ranks: Ranks | None = None,
         init_weights: dict[str, torch.Tensor] | None = None,
         lineage: dict | None = None,
+        spent: float = 0.0,
     ):
         """`init_weights` start a fresh run from a trained model's weights (fine-tuning, finetune.py) and
-        `lineage` says where they came from, for every checkpoint this run writes; a resume keeps its own."""
+        `lineage` says where they came from, for every checkpoint this run writes; a resume keeps its own.
+        `spent`: seconds of a fresh run's budget already used before training (measuring the widths'
+        speeds, width_choice.py), so the budget covers them."""
         self.corpus = corpus
         self.config = config.with_default_limit()  # no limit given: the default budget, never endless
         self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
@@ -207,6 +210,7 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.progress = Progress()
+        self.progress.elapsed = spent
         train_ids, val_ids = corpus.split(config.val_fraction)
         self.val_ids = val_ids
         self.eval_ids = val_ids[: config.val_chars] if config.val_chars else val_ids  # scored each time

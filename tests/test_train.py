@@ -118,6 +118,14 @@ def test_time_budget_stops_training(tmp_path):
     assert 0.9 < result.progress.elapsed < 3.0
 
 
+def test_time_spent_before_training_counts_against_the_budget(tmp_path):
+    corpus = make_corpus("abcdefghij klmnop\n" * 40)
+    config = TrainConfig(batch_size=4, seq_len=16, max_time=1.5, eval_every=50)
+    result = Trainer(corpus, tiny_model(len(corpus.vocab)), config, tmp_path, spent=1.0).run()
+    assert result.stopped_by == "limit" and 1.4 < result.progress.elapsed < 2.5
+    assert result.progress.chars_seen < 0.9 * result.chars_per_sec  # trained about half a second, not 1.5
+
+
 def test_learning_rate_warms_up_then_decays_over_the_budget():
     config = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(config, 0, 0.0) == pytest.approx(0.1)
