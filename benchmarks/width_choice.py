@@ -5,12 +5,13 @@
     python benchmarks/width_choice.py --report results.jsonl  # the table from earlier runs
 
 Each arm is one `charrnn train tinyshakespeare.txt --max-time B --threads T` run, alone, one after the
-other: an explicit width (`--hidden W` with the learning rate the automatic settings give that width), or
-`auto` (no width: the run measures this machine's speed and chooses). Every run is appended to a JSON-lines
-file as soon as it ends (so a long grid can be stopped and reported), with its validation history: the
-points from which `charrnn.width_choice`'s loss-per-characters curves were fitted. The table says, per
-budget and thread count, each width's best validation loss and speed, and how far the automatic choice
-landed from the best explicit width.
+other: an explicit width (`--hidden W` with the learning rate the automatic settings give that width),
+or `auto` (no width: the run measures this machine's speed and chooses; the cached speeds are deleted
+first, so each automatic run pays for its measuring, unless --keep-speeds). Every run is appended to a
+JSON-lines file as soon as it ends (so a long grid can be stopped and reported), with its validation
+history. `benchmarks/width_curves.py` fits `charrnn.width_choice.CURVES` to those files. The table
+says, per budget and thread count, each width's best validation loss and speed, and how far the
+automatic choice landed from the best explicit width.
 """
 
 from __future__ import annotations
@@ -26,19 +27,22 @@ from pathlib import Path
 from common import REPO, machine, shakespeare, table
 
 from charrnn.config import auto_settings
+from charrnn.paths import cache_dir
 
 CHARRNN = [sys.executable, "-m", "charrnn"]
 DEFAULT_WIDTHS = "128,256,384,512,768,auto"
 
 
-def run_arm(budget: str, threads: int, width: str) -> dict:
+def run_arm(budget: str, threads: int, width: str, keep_speeds: bool = False) -> dict:
     """One training run; its best validation loss, speed, steps and validation history."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "run"
-        flags = ["--max-time", budget, "--threads", str(threads), "--out", str(out), "--quiet"]
+        flags = ["--max-time", budget, "--threads", str(threads), "--out", str(out)]
         if width != "auto":
             lr = auto_settings(1_000_000, 600.0, hidden=int(width))["lr"]
-            flags += ["--hidden", width, "--lr", str(lr)]
+            flags += ["--hidden", width, "--lr", str(lr), "--quiet"]
+        elif not keep_speeds:  # each automatic run measures (and pays for it), as a first run does
+            (cache_dir() / "speeds.json").unlink(missing_ok=True)
         started = time.time()
         done = subprocess.run(
             [*CHARRNN, "train", str(shakespeare()), *flags], cwd=REPO, capture_output=True, text=True
@@ -53,8 +57,9 @@ def run_arm(budget: str, threads: int, width: str) -> dict:
         )
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     chars_per_step = info["train_config"]["batch_size"] * info["train_config"]["seq_len"]
-    chosen = [line for line in done.stderr.splitlines() if "chars/s here" in line]
+    chosen = [line for line in done.stderr.splitlines() if " chosen: " in line]
     return {
+        "choice": chosen[0] if chosen else None,
         "budget": budget,
         "threads": threads,
         "width": width,
@@ -65,7 +70,6 @@ def run_arm(budget: str, threads: int, width: str) -> dict:
         "chars": info["steps"] * chars_per_step,
         "chars_per_sec": records[-1]["chars_per_sec"] if records else None,
         "wall": round(wall, 1),
-        "choice": chosen[0].strip() if chosen else None,
         "history": [[r["step"] * chars_per_step, r["val_loss"]] for r in records],
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -106,6 +110,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("width_choice.jsonl"), help="append runs here")
     parser.add_argument("--report", type=Path, help="print the table of this results file and stop")
     parser.add_argument("--pause-file", type=Path, help="before each run, wait while this file exists")
+    parser.add_argument(
+        "--keep-speeds", action="store_true", help="let automatic runs use speeds cached by earlier runs"
+    )
     args = parser.parse_args()
     if args.report:
         results = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
@@ -117,7 +124,7 @@ def main() -> None:
             for width in args.widths.split(","):
                 while args.pause_file and args.pause_file.exists():  # lets other work use the CPU
                     time.sleep(5)
-                result = run_arm(budget, threads, width)
+                result = run_arm(budget, threads, width, args.keep_speeds)
                 with args.results.open("a") as file:
                     file.write(json.dumps(result) + "\n")
                 print(

@@ -171,7 +171,7 @@ def test_train_without_a_width_measures_chooses_and_says_why(tmp_path, big_text_
     monkeypatch.setattr(width_choice, "MIN_PROBE_SECONDS", 0.0)  # a 2-second budget measures too
     result = _train(big_text_file, tmp_path / "run")
     assert result.exit_code == 0, result.output
-    chosen = choose_width(FAST, 2.0, 234_000).width
+    chosen = choose_width(FAST, 2.0, 234_000, eval_chars=500, eval_every_chars=5 * 4 * 16).width
     assert f"width 2x{chosen} chosen: " in result.stderr and "speeds measured in" in result.stderr
     assert timer.calls
     ckpt = load_checkpoint(tmp_path / "run")
