@@ -73,10 +73,25 @@ def test_measuring_a_few_widths_finds_the_width_timing_all_would(speeds, budget,
     chars_of = functools.partial(width_choice.trained_chars, budget=budget)
     found, spent = measure_speeds(ModelConfig(vocab_size=65), chars_of, 100.0, timer, start=start)
     timed = [w for w, _ in timer.calls]
-    assert timed[0] == start and len(set(timed)) == len(timed)  # each width at most once
+    assert timed[0] == start and len(timed) - len(set(timed)) <= 2  # two widths at most timed twice
     assert choose_width(found, budget, 10**6).width == choose_width(speeds, budget, 10**6).width
     assert spent == pytest.approx(0.01 * len(timed))
     assert all(0 < seconds <= width_choice.PROBE_SECONDS_PER_WIDTH for _, seconds in timer.calls)
+
+
+def test_the_two_best_are_timed_again_and_keep_their_faster_figure():
+    class Drifting(FakeTimer):  # the host was busy while 256 was first timed
+        def __call__(self, model, seconds):
+            speed, spent = super().__call__(model, seconds)
+            first_256 = model.hidden == 256 and [w for w, _ in self.calls].count(256) == 1
+            return (speed / 2 if first_256 else speed), spent
+
+    timer = Drifting(SLOW)
+    chars_of = functools.partial(width_choice.trained_chars, budget=120.0)
+    found, _ = measure_speeds(ModelConfig(vocab_size=65), chars_of, 100.0, timer, start=384)
+    timed = [w for w, _ in timer.calls]
+    assert timed.count(256) == 2 and found[256] == SLOW[256]
+    assert choose_width(found, 120.0, 10**6).width == choose_width(SLOW, 120.0, 10**6).width
 
 
 def test_known_widths_are_not_timed_again_and_the_allowance_bounds_the_timing():
