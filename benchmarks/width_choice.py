@@ -66,8 +66,8 @@ def run_arm(budget: str, threads: int, width: str, keep_speeds: bool = False) ->
         "hidden": info["hidden"],
         "lr": info["train_config"]["lr"],
         "best": info["best_val_loss"],
-        "steps": info["steps"],
-        "chars": info["steps"] * chars_per_step,
+        "steps": records[-1]["step"],  # the last evaluation's: the end of the run (info's is the best's)
+        "chars": records[-1]["step"] * chars_per_step,
         "chars_per_sec": records[-1]["chars_per_sec"] if records else None,
         "wall": round(wall, 1),
         "history": [[r["step"] * chars_per_step, r["val_loss"]] for r in records],
@@ -77,15 +77,20 @@ def run_arm(budget: str, threads: int, width: str, keep_speeds: bool = False) ->
 
 
 def report(results: list[dict]) -> str:
+    for r in results:  # files written before the fix recorded the best checkpoint's step
+        if r["history"] and r["steps"]:
+            chars_per_step = r["chars"] // r["steps"]
+            r["chars"] = r["history"][-1][0]
+            r["steps"] = r["chars"] // chars_per_step
     rows = []
     for budget in dict.fromkeys(r["budget"] for r in results):
         for threads in sorted({r["threads"] for r in results if r["budget"] == budget}, reverse=True):
             cell = [r for r in results if r["budget"] == budget and r["threads"] == threads]
-            explicit = [r for r in cell if r["width"] != "auto"]
+            explicit = [r for r in cell if r["width"].isdigit()]
             best = min((r["best"] for r in explicit), default=None)
-            for r in sorted(cell, key=lambda r: (r["width"] == "auto", r["hidden"])):
+            for r in sorted(cell, key=lambda r: (not r["width"].isdigit(), r["width"], r["hidden"])):
                 gap = "" if best is None else f"{r['best'] - best:+.4f}"
-                name = f"auto (chose {r['hidden']})" if r["width"] == "auto" else str(r["hidden"])
+                name = str(r["hidden"]) if r["width"].isdigit() else f"{r['width']} (chose {r['hidden']})"
                 rows.append(
                     [
                         budget,

@@ -49,7 +49,8 @@ def load(paths: list[Path]) -> tuple[list[tuple[int, float, float, str]], list[f
             shares.append(run["chars"] / predicted)
             if run["width"] != "auto":
                 where = f"{run['budget']}, {run['threads']} threads"
-                points.append((run["hidden"], float(run["chars"]), run["best"], where))
+                chars = run["history"][-1][0] if run["history"] else run["chars"]  # at the end of the run
+                points.append((run["hidden"], float(chars), run["best"], where))
     return points, shares
 
 

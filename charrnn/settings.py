@@ -99,7 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
             "original char-rnn", choices=INPUTS, fixed_on_resume=True),
     Setting("layers", MODEL, int, "Stacked recurrent layers", low=1, high=64, fixed_on_resume=True),
     Setting("hidden", MODEL, int, "Hidden units per layer",
-            "auto: 384 for budgets up to 5m, else 512; 256 for small corpora", low=1, high=65536,
+            "auto: with a time budget, the width (128-768) that trains best in it here, by measured "
+            "speed; else 384 for budgets up to 5m, 512 longer, 256 for small corpora", low=1, high=65536,
             fixed_on_resume=True),
     Setting("embedding", MODEL, int, "Character embedding size", low=1, high=65536, fixed_on_resume=True),
     _rate("dropout", "Dropout on the input of every layer and before the output",

@@ -23,6 +23,12 @@ def test_auto_settings_follow_the_budget_and_corpus(chars, budget, hidden, dropo
     assert settings["weight_decay"] == weight_decay
 
 
+def test_a_given_or_chosen_width_sets_the_learning_rate():
+    assert auto_settings(1_000_000, 120.0, hidden=512)["lr"] == 3e-3  # the budget rule would give 384
+    assert auto_settings(1_000_000, 600.0, hidden=128)["lr"] == 4e-3
+    assert auto_settings(1_000_000, 600.0, hidden=128)["hidden"] == 128
+
+
 def _corpus(n: int) -> Corpus:
     text = ("abcdefghijklmnopqrstuvwxyz \n" * (n // 28 + 1))[:n]
     vocab = Vocabulary.from_text(text)
